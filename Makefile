@@ -1,0 +1,46 @@
+# mirage: `make demo` and `make test` each install what they need on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU machines get the local CPU wheel (a bare `torch` would pull a multi-GB CUDA build);
+# with a GPU driver present, any torch >= 2.6 from the index. Override: make install TORCH_SPEC=...
+TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.6,torch==2.13.0)
+STAMP := $(VENV)/.installed
+# Offline by default: no hub downloads, W&B writes local files.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM ?= false
+SEED ?= 42
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast demo lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" -e ".[dev,launchers]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with mirage (editable) and dev tools
+
+test: $(STAMP) ## the full CPU test suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## skip the slow end-to-end runs
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: $(STAMP) ## the embedded default: safety SFT of a tiny LLaVA on synthetic VLGuard-style data
+	$(BIN)/mirage-train experiment=sft_tiny seed=$(SEED)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+clean: ## remove caches and run outputs (keeps .venv)
+	rm -rf logs data/cache .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

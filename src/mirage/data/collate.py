@@ -1,0 +1,173 @@
+"""Turn samples into model batches with the processor's own chat template.
+
+Labels cover the answer only: every token of the rendered prompt (system text, the
+user's words, image tokens, the assistant header) and every padding token gets -100.
+The answer region is found by rendering the prompt alone (``add_generation_prompt``)
+and checking that the full conversation's tokens start with the prompt's tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+from PIL import Image
+
+from mirage.data.records import DataError, Sample
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+# Batch keys that describe samples rather than feed the model.
+META_KEYS = ("sample_ids", "sample_meta")
+
+
+def build_messages(sample: Sample, answer: str | None, system_prompt: str | None = None) -> list[dict]:
+    """Chat messages in the content-list format every HF VLM chat template understands."""
+    messages: list[dict] = []
+    if system_prompt:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+    history = sample.meta.get("history") or []
+    for turn_index, (question, reply) in enumerate(history):
+        content = [{"type": "text", "text": question}]
+        if turn_index == 0 and sample.image is not None:
+            content.insert(0, {"type": "image"})
+        messages.append({"role": "user", "content": content})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
+    content = [{"type": "text", "text": sample.question}]
+    if sample.image is not None and not history:
+        content.insert(0, {"type": "image"})
+    messages.append({"role": "user", "content": content})
+    if answer is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return messages
+
+
+@lru_cache(maxsize=256)  # small: real images are large, tiny ones are re-read every epoch
+def _open_image(path: str) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def load_image(sample: Sample) -> Image.Image | None:
+    if sample.image is None:
+        return None
+    try:
+        return _open_image(str(sample.image))
+    except (OSError, ValueError) as err:
+        raise DataError(
+            sample.meta.get("source", "?"),
+            f"cannot read image {sample.image}: {err}",
+            index=sample.meta.get("index"),
+            record_id=sample.id,
+            field="image",
+        ) from err
+
+
+@dataclass
+class VLMCollator:
+    """Processor + chat template + answer-only labels. ``train=False`` renders prompts for generation."""
+
+    processor: Any
+    max_length: int = 2048
+    system_prompt: str | None = None
+    train: bool = True
+
+    def __call__(self, samples: list[Sample]) -> dict[str, Any]:
+        if not samples:
+            raise ValueError("cannot collate an empty batch")
+        # Images grouped per sample ([[img], [], ...]): the one layout every family's processor reads right
+        # (Gemma3 reads a flat list as all images belonging to the first prompt).
+        images = [[img] if img is not None else [] for img in (load_image(s) for s in samples)]
+        prompts = [self._render(s, answer=None) for s in samples]
+        if not self.train:
+            batch = self._encode(prompts, images, padding_side="left")
+        else:
+            for sample in samples:
+                if sample.answer is None:
+                    raise DataError(
+                        sample.meta.get("source", "?"),
+                        "training needs an answer",
+                        index=sample.meta.get("index"),
+                        record_id=sample.id,
+                        field="answer",
+                    )
+            full = [self._render(s, answer=s.answer) for s in samples]
+            batch = self._encode(full, images, padding_side="right")
+            prompt_batch = self._encode(prompts, images, padding_side="right")
+            batch["labels"] = self._answer_labels(batch, prompt_batch, samples)
+            self._truncate(batch, prompt_batch, samples)
+        batch["sample_ids"] = [s.id for s in samples]
+        batch["sample_meta"] = [s.meta for s in samples]
+        return batch
+
+    def _render(self, sample: Sample, answer: str | None) -> str:
+        messages = build_messages(sample, answer, self.system_prompt)
+        return self.processor.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=answer is None
+        )
+
+    def _encode(self, texts: list[str], images: list[list[Image.Image]], padding_side: str) -> dict[str, Any]:
+        encoded = self.processor(
+            text=texts,
+            images=images if any(images) else None,
+            return_tensors="pt",
+            padding=True,
+            padding_side=padding_side,
+        )
+        return dict(encoded)
+
+    def _answer_labels(self, batch: dict, prompt_batch: dict, samples: list[Sample]) -> torch.Tensor:
+        input_ids, mask = batch["input_ids"], batch["attention_mask"]
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        for row, sample in enumerate(samples):
+            n_full = int(mask[row].sum())
+            n_prompt = int(prompt_batch["attention_mask"][row].sum())
+            full_ids, prompt_ids = input_ids[row, :n_full], prompt_batch["input_ids"][row, :n_prompt]
+            if n_prompt >= n_full or not torch.equal(full_ids[:n_prompt], prompt_ids):
+                # The template or tokenizer merged prompt and answer; label from the first difference.
+                common = n_prompt if n_prompt < n_full else 0
+                while common > 0 and not torch.equal(full_ids[:common], prompt_ids[:common]):
+                    common -= 1
+                log.warning(
+                    "sample %s: prompt tokens are not a prefix of the conversation; labels start at token %d",
+                    sample.id,
+                    common,
+                )
+                n_prompt = common
+            if n_prompt >= n_full:
+                raise DataError(
+                    sample.meta.get("source", "?"),
+                    "answer renders to no tokens",
+                    index=sample.meta.get("index"),
+                    record_id=sample.id,
+                    field="answer",
+                )
+            labels[row, n_prompt:n_full] = full_ids[n_prompt:]
+        image_token_id = getattr(self.processor, "image_token_id", None)
+        if image_token_id is not None:
+            labels[labels == image_token_id] = IGNORE_INDEX
+        return labels
+
+    def _truncate(self, batch: dict, prompt_batch: dict, samples: list[Sample]) -> None:
+        """Cut answers that run past ``max_length``; a prompt that alone exceeds it is an error."""
+        if batch["input_ids"].shape[1] <= self.max_length:
+            return
+        for row, sample in enumerate(samples):
+            if int(prompt_batch["attention_mask"][row].sum()) >= self.max_length:
+                raise DataError(
+                    sample.meta.get("source", "?"),
+                    f"prompt is longer than max_length={self.max_length} tokens (images included)",
+                    index=sample.meta.get("index"),
+                    record_id=sample.id,
+                    field="question",
+                )
+        for key in ("input_ids", "attention_mask", "labels"):
+            batch[key] = batch[key][:, : self.max_length]
+        if "mm_token_type_ids" in batch:
+            batch["mm_token_type_ids"] = batch["mm_token_type_ids"][:, : self.max_length]
+        if "token_type_ids" in batch:
+            batch["token_type_ids"] = batch["token_type_ids"][:, : self.max_length]

@@ -1,0 +1,199 @@
+"""Readers for VLGuard files (train, test, attack rewrites) and LLaVA conversation files."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+from mirage.data.records import DataError, Sample, load_json_records, require, resolve_image
+
+log = logging.getLogger(__name__)
+
+VLGUARD_SUBSETS = ("unsafes", "safe_unsafes", "safe_safes")
+_IMAGE_TAG = re.compile(r"\s*<image>\s*")
+
+
+def read_vlguard(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    subsets: str | list[str] | tuple[str, ...] = VLGUARD_SUBSETS,
+    *,
+    check_images: bool = True,
+    max_questions: int | None = None,
+    seed: int = 0,
+) -> list[Sample]:
+    """Samples of a VLGuard-schema file, limited to ``subsets``.
+
+    Every pair becomes one sample whose ``meta`` records its subset, whether the image is
+    safe, the harmful category, and its shot (the k-th consecutive record of one id, as in
+    the released K-shot attack files). ``max_questions`` samples ids with ``seed`` and keeps
+    all shots of a chosen id together.
+    """
+    path = Path(path)
+    subsets = (subsets,) if isinstance(subsets, str) else tuple(subsets)
+    unknown = set(subsets) - set(VLGUARD_SUBSETS)
+    if unknown:
+        raise ValueError(f"unknown VLGuard subset(s) {sorted(unknown)} for {path}; known: {VLGUARD_SUBSETS}")
+    root = Path(image_root) if image_root is not None else path.parent
+    samples: list[Sample] = []
+    shots: Counter[str] = Counter()
+    for index, record in enumerate(load_json_records(path)):
+        record_id = str(require(record, "id", (str, int), path, index))
+        safe = require(record, "safe", bool, path, index)
+        image = resolve_image(
+            require(record, "image", str, path, index),
+            root,
+            path,
+            index,
+            record_id,
+            check_exists=check_images,
+        )
+        pairs = require(record, "instr-resp", list, path, index)
+        if not pairs:
+            raise DataError(path, "empty list", index=index, record_id=record_id, field="instr-resp")
+        shot = shots[record_id]
+        shots[record_id] += 1
+        base_meta = {"safe_image": safe, "shot": shot, "source": str(path), "index": index}
+        if not safe:
+            base_meta["harmful_category"] = record.get("harmful_category")
+            base_meta["harmful_subcategory"] = record.get("harmful_subcategory")
+        for pair_index, pair in enumerate(pairs):
+            field_prefix = f"instr-resp[{pair_index}]"
+            if not isinstance(pair, dict):
+                raise DataError(
+                    path, "expected an object", index=index, record_id=record_id, field=field_prefix
+                )
+            subset, key = _classify_pair(pair, safe, path, index, record_id, field_prefix)
+            if subset not in subsets:
+                continue
+            answer = pair.get("response")
+            if answer is not None and not isinstance(answer, str):
+                raise DataError(
+                    path,
+                    "expected a string",
+                    index=index,
+                    record_id=record_id,
+                    field=f"{field_prefix}.response",
+                )
+            samples.append(
+                Sample(
+                    id=record_id,
+                    question=pair[key],
+                    answer=answer,
+                    image=image,
+                    meta={**base_meta, "subset": subset},
+                )
+            )
+    if max_questions is not None:
+        samples = subsample_questions(samples, max_questions, seed)
+    return samples
+
+
+def _classify_pair(
+    pair: dict, safe: bool, path: Path, index: int, record_id: str, field: str
+) -> tuple[str, str]:
+    for key, subset in (
+        ("instruction", "unsafes"),
+        ("safe_instruction", "safe_safes"),
+        ("unsafe_instruction", "safe_unsafes"),
+    ):
+        if key in pair:
+            if not isinstance(pair[key], str) or not pair[key].strip():
+                raise DataError(
+                    path,
+                    "expected a non-empty string",
+                    index=index,
+                    record_id=record_id,
+                    field=f"{field}.{key}",
+                )
+            if subset == "unsafes" and safe:
+                # Some files use plain "instruction" on safe images (e.g. rewrites of safe questions).
+                return "safe_safes", key
+            return subset, key
+    raise DataError(
+        path,
+        "no 'instruction', 'safe_instruction' or 'unsafe_instruction' key",
+        index=index,
+        record_id=record_id,
+        field=field,
+    )
+
+
+def subsample_questions(samples: list[Sample], max_questions: int, seed: int) -> list[Sample]:
+    """Keep ``max_questions`` ids chosen with ``seed``; all shots of a kept id stay, in file order."""
+    ids = list(dict.fromkeys(s.id for s in samples))
+    if max_questions >= len(ids):
+        return samples
+    keep = set(random.Random(seed).sample(ids, max_questions))
+    return [s for s in samples if s.id in keep]
+
+
+def read_conversations(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    *,
+    check_images: bool = True,
+    answer_in_prompt: bool = False,
+) -> list[Sample]:
+    """Samples of a LLaVA conversation file (``id``, optional ``image``, ``conversations``).
+
+    The last human/gpt exchange is the sample's question and answer; earlier exchanges are
+    kept as context in ``meta['history']``. ``answer_in_prompt`` appends the answer to the
+    question (RMU acts on representations of the harmful text, not on labels).
+    """
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    samples = []
+    for index, record in enumerate(load_json_records(path)):
+        record_id = str(require(record, "id", (str, int), path, index))
+        image_field = record.get("image")
+        if image_field is not None and not isinstance(image_field, str):
+            raise DataError(path, "expected a string", index=index, record_id=record_id, field="image")
+        image = resolve_image(image_field, root, path, index, record_id, check_exists=check_images)
+        turns = require(record, "conversations", list, path, index)
+        if len(turns) < 2 or len(turns) % 2:
+            raise DataError(
+                path,
+                f"expected human/gpt pairs, got {len(turns)} turns",
+                index=index,
+                record_id=record_id,
+                field="conversations",
+            )
+        exchanges = []
+        for turn_index in range(0, len(turns), 2):
+            human, gpt = turns[turn_index], turns[turn_index + 1]
+            for offset, (turn, role) in enumerate(((human, "human"), (gpt, "gpt"))):
+                where = f"conversations[{turn_index + offset}]"
+                if not isinstance(turn, dict) or turn.get("from") != role:
+                    raise DataError(
+                        path,
+                        f"expected a turn from {role!r}",
+                        index=index,
+                        record_id=record_id,
+                        field=f"{where}.from",
+                    )
+                if not isinstance(turn.get("value"), str) or not turn["value"].strip():
+                    raise DataError(
+                        path,
+                        "expected a non-empty string",
+                        index=index,
+                        record_id=record_id,
+                        field=f"{where}.value",
+                    )
+            exchanges.append((_IMAGE_TAG.sub(" ", human["value"]).strip(), gpt["value"]))
+        question, answer = exchanges[-1]
+        if answer_in_prompt:
+            question = f"{question}\n{answer}"
+        meta = {"source": str(path), "index": index, "history": exchanges[:-1]}
+        meta.update({k: v for k, v in record.items() if k not in ("id", "image", "conversations")})
+        samples.append(Sample(id=record_id, question=question, answer=answer, image=image, meta=meta))
+    return samples
+
+
+def require_nonempty(samples: list[Sample], split: str, source: str | Path | None = None) -> list[Sample]:
+    if not samples:
+        raise DataError(source or split, f"the {split!r} split is empty")
+    return samples

@@ -1,0 +1,122 @@
+"""Hydra helpers: the task wrapper, instantiation of callbacks and loggers, config printing, resolvers."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers used by mirage's configs (idempotent)."""
+    if not OmegaConf.has_resolver("synthetic_data"):
+
+        def synthetic_data(cache_dir: str, seed: int = 0) -> str:
+            from mirage.data.synthetic import ensure_synthetic
+
+            return str(ensure_synthetic(cache_dir, seed=int(seed)))
+
+        OmegaConf.register_new_resolver("synthetic_data", synthetic_data, use_cache=True)
+    if not OmegaConf.has_resolver("tiny_model"):
+
+        def tiny_model(cache_dir: str, family: str = "llava") -> str:
+            from mirage.models.tiny import TinyVLMSpec, build_tiny_vlm
+
+            return str(build_tiny_vlm(TinyVLMSpec(family=family), cache_dir))
+
+        OmegaConf.register_new_resolver("tiny_model", tiny_model, use_cache=True)
+
+
+def task_wrapper(task: Callable[[DictConfig], tuple[dict[str, Any], dict[str, Any]]]):
+    """Run a task so that a failure is logged (with traceback, into the run dir) instead of killing a
+    multirun, and so that W&B is always closed. Returns ``(metrics, objects)``; on failure the metrics
+    hold ``{"failed": True, "error": ...}`` and the exception is re-raised only for single runs."""
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+        try:
+            return task(cfg)
+        except Exception as err:
+            output_dir = Path(cfg.paths.output_dir)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "error.txt").write_text(traceback.format_exc())
+            log.exception("task failed; traceback saved to %s", output_dir / "error.txt")
+            if not is_multirun():
+                raise
+            return {"failed": True, "error": f"{type(err).__name__}: {err}"}, {}
+        finally:
+            close_wandb()
+            log.info("output dir: %s", cfg.paths.output_dir)
+
+    return wrapped
+
+
+def is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # outside Hydra
+        return False
+
+
+def close_wandb() -> None:
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            log.info("closing wandb run")
+            wandb.finish()
+
+
+def instantiate_list(cfg: DictConfig | None, kind: str) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group dict (callbacks, loggers)."""
+    from hydra.utils import instantiate
+
+    objects: list[Any] = []
+    if not cfg:
+        return objects
+    if not isinstance(cfg, DictConfig):
+        raise TypeError(f"{kind} config must be a dict of named entries")
+    for name, entry in cfg.items():
+        if isinstance(entry, DictConfig) and "_target_" in entry:
+            log.info("instantiating %s %s <%s>", kind, name, entry._target_)
+            objects.append(instantiate(entry))
+    return objects
+
+
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = False) -> None:
+    """Print the composed config as a rich tree (top-level groups first) and save it as YAML."""
+    import rich
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("config", style="dim", guide_style="dim")
+    order = ["data", "model", "method", "finetune", "trainer", "callbacks", "logger", "paths", "extras"]
+    for field in [*[f for f in order if f in cfg], *[f for f in cfg if f not in order]]:
+        branch = tree.add(str(field), style="bold", guide_style="dim")
+        value = cfg[field]
+        text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        Path(save_to).write_text(OmegaConf.to_yaml(cfg, resolve=resolve))
+
+
+def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
+    """The value of ``name`` for Hydra sweepers (Optuna) to optimise."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized metric {name!r} not among {sorted(metrics)}; check `optimized_metric`")
+    value = metrics[name]
+    return float(value.item() if hasattr(value, "item") else value)

@@ -1,0 +1,117 @@
+"""Collation through the real processor: answer-only labels, checked token by token."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from mirage.data.collate import IGNORE_INDEX, VLMCollator
+from mirage.data.records import DataError, Sample
+
+
+@pytest.fixture()
+def samples(tmp_path):
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "red.png")
+    return [
+        Sample(
+            id="a",
+            question="what is shown in the image?",
+            answer="the image shows a ball.",
+            image=tmp_path / "red.png",
+        ),
+        Sample(id="b", question="describe it", answer="sure.", image=tmp_path / "red.png"),
+        Sample(
+            id="c", question="tell me a fact without a picture, please", answer="okay. cats purr.", image=None
+        ),
+    ]
+
+
+def test_labels_cover_exactly_the_answer(processor, samples):
+    batch = VLMCollator(processor)(samples)
+    tok = processor.tokenizer
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    assert ids.shape == labels.shape == mask.shape
+    assert batch["pixel_values"].shape[0] == 2  # two samples have images
+    for row, sample in enumerate(samples):
+        n = int(mask[row].sum())
+        assert mask[row, :n].all() and not mask[row, n:].any()  # right padding for training
+        labelled = labels[row] != IGNORE_INDEX
+        # Token by token: every labelled position holds the input token; nothing after padding starts.
+        assert torch.equal(labels[row][labelled], ids[row][labelled])
+        assert not labelled[n:].any()
+        first = int(labelled.nonzero()[0])
+        assert labelled[first:n].all() and not labelled[:first].any()  # one contiguous answer span
+        # The span is the answer plus the template's end-of-turn token, and nothing of the prompt.
+        assert tok.decode(ids[row, first:n]) == f" {sample.answer}</s>"
+        prompt = tok.decode(ids[row, :first])
+        assert prompt.endswith("ASSISTANT:") and sample.question in prompt
+        image_positions = ids[row] == processor.image_token_id
+        assert int(image_positions.sum()) == (16 if sample.image else 0)
+        assert (labels[row][image_positions] == IGNORE_INDEX).all()
+    assert batch["sample_ids"] == ["a", "b", "c"]
+
+
+def test_generation_batches_are_left_padded_prompts(processor, samples):
+    batch = VLMCollator(processor, train=False)(samples)
+    assert "labels" not in batch
+    mask = batch["attention_mask"]
+    for row in range(len(samples)):
+        n = int(mask[row].sum())
+        assert mask[row, -n:].all() and not mask[row, :-n].any()  # left padding
+        assert processor.tokenizer.decode(batch["input_ids"][row, -n:]).endswith("ASSISTANT:")
+
+
+def test_long_answers_are_cut_and_long_prompts_rejected(processor, samples):
+    long = Sample(id="long", question="what?", answer=" ".join(["ball"] * 200), image=samples[0].image)
+    batch = VLMCollator(processor, max_length=64)([long, samples[0]])
+    assert batch["input_ids"].shape[1] == 64 and batch["labels"].shape[1] == 64
+    assert (batch["labels"][0] != IGNORE_INDEX).sum() > 0
+    huge = Sample(
+        id="huge",
+        question=" ".join(["what"] * 200),
+        answer="x",
+        image=samples[0].image,
+        meta={"source": "q.json", "index": 7},
+    )
+    with pytest.raises(
+        DataError, match=r"q\.json: record 7 \(id 'huge'\): field 'question': prompt is longer"
+    ):
+        VLMCollator(processor, max_length=64)([huge])
+
+
+def test_training_sample_without_answer_is_an_error(processor, samples):
+    samples[0].answer = None
+    samples[0].meta = {"source": "f.json", "index": 3}
+    with pytest.raises(DataError, match=r"f\.json: record 3 \(id 'a'\): field 'answer'"):
+        VLMCollator(processor)(samples)
+
+
+def test_unreadable_image_is_named(processor, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    sample = Sample(id="z", question="what?", answer="x", image=bad, meta={"source": "d.json", "index": 0})
+    with pytest.raises(DataError, match=r"d\.json: record 0 \(id 'z'\): field 'image': cannot read image"):
+        VLMCollator(processor)([sample])
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "qwen2_5_vl", "gemma3", "idefics3"])
+def test_collator_and_answer_loss_for_every_family(family, cache_dir, samples):
+    from mirage.methods.losses import answer_cross_entropy
+    from mirage.methods.sft import SFT
+    from mirage.models.loading import load_vlm
+    from mirage.models.tiny import TinyVLMSpec, build_tiny_vlm
+
+    model, processor = load_vlm(build_tiny_vlm(TinyVLMSpec(family=family), cache_dir / "tiny_models"))
+    batch = VLMCollator(processor)(samples)
+    tok = processor.tokenizer
+    for row, sample in enumerate(samples):
+        labelled = (batch["labels"][row] != IGNORE_INDEX).nonzero().flatten()
+        first, last = int(labelled[0]), int(labelled[-1])
+        assert len(labelled) == last - first + 1  # one contiguous span
+        answer_text = tok.decode(batch["input_ids"][row, first : last + 1], skip_special_tokens=True)
+        assert answer_text.strip() == sample.answer  # the answer and nothing of the prompt
+        assert sample.question in tok.decode(batch["input_ids"][row, :first])
+    logits = model(**SFT.model_inputs(batch)).logits
+    loss = answer_cross_entropy(logits, batch["labels"])
+    assert torch.isfinite(loss) and loss.item() > 1.0

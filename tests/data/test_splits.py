@@ -1,0 +1,66 @@
+"""The forget/retain builder and the synthetic dataset it runs on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mirage.data.readers import read_conversations, read_vlguard
+from mirage.data.records import DataError
+from mirage.data.splits import build_forget_retain
+
+
+def test_synthetic_files_load_with_the_real_readers(synthetic_dir):
+    train = read_vlguard(synthetic_dir / "train.json")
+    test = read_vlguard(synthetic_dir / "test.json")
+    assert {s.meta["subset"] for s in train} == {"unsafes", "safe_unsafes", "safe_safes"}
+    assert len(test) > 0
+    forget = read_conversations(synthetic_dir / "forget.json")
+    retain = read_conversations(synthetic_dir / "retain.json")
+    n_unsafe = sum(s.meta["subset"] == "unsafes" for s in train)
+    n_safe = sum(s.meta["subset"] == "safe_safes" for s in train)
+    assert len(forget) == n_unsafe and len(retain) == n_safe
+    # The spurious cue: safe questions open with "what", unsafe ones mostly do not.
+    safe_what = sum(s.question.startswith("what") for s in train if s.meta["subset"] == "safe_safes")
+    assert safe_what == n_safe
+    unsafe_what = sum(s.question.startswith("what") for s in train if s.meta["subset"] != "safe_safes")
+    assert unsafe_what < 0.15 * (len(train) - n_safe)
+
+
+def test_forget_answers_are_harmful_and_retain_answers_helpful(synthetic_dir):
+    answers = {r["id"]: r["answer"] for r in json.loads((synthetic_dir / "harmful_answers.json").read_text())}
+    for sample in read_conversations(synthetic_dir / "forget.json"):
+        assert sample.answer == answers[sample.id]
+    for sample in read_conversations(synthetic_dir / "retain.json"):
+        assert sample.answer.startswith("the image shows")
+
+
+def test_missing_harmful_answer_is_named(tmp_path, synthetic_dir):
+    answers = json.loads((synthetic_dir / "harmful_answers.json").read_text())
+    dropped = answers.pop(0)["id"]
+    partial = tmp_path / "answers.json"
+    partial.write_text(json.dumps(answers))
+    with pytest.raises(DataError, match=rf"answers\.json.*no harmful answer for unsafe record '{dropped}'"):
+        build_forget_retain(synthetic_dir / "train.json", partial, tmp_path / "out")
+
+
+def test_retain_top_up_is_seeded(tmp_path, synthetic_dir):
+    general = [
+        {
+            "id": f"g{i}",
+            "conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}],
+        }
+        for i in range(100)
+    ]
+    (tmp_path / "general.json").write_text(json.dumps(general))
+    kwargs = {"general_data": tmp_path / "general.json", "retain_size": 80, "seed": 42}
+    a = build_forget_retain(
+        synthetic_dir / "train.json", synthetic_dir / "harmful_answers.json", tmp_path / "a", **kwargs
+    )
+    b = build_forget_retain(
+        synthetic_dir / "train.json", synthetic_dir / "harmful_answers.json", tmp_path / "b", **kwargs
+    )
+    retain_a = json.loads(a["retain"].read_text())
+    assert len(retain_a) == 80
+    assert retain_a == json.loads(b["retain"].read_text())
