@@ -115,3 +115,16 @@ def test_collator_and_answer_loss_for_every_family(family, cache_dir, samples):
     logits = model(**SFT.model_inputs(batch)).logits
     loss = answer_cross_entropy(logits, batch["labels"])
     assert torch.isfinite(loss) and loss.item() > 1.0
+
+
+def test_prompt_labels_cover_the_question_text_only(processor, samples):
+    batch = VLMCollator(processor)(samples)
+    tok = processor.tokenizer
+    for row, sample in enumerate(samples):
+        picked = batch["prompt_labels"][row] != IGNORE_INDEX
+        assert not (picked & (batch["labels"][row] != IGNORE_INDEX)).any()  # disjoint from the answer
+        text = tok.decode(batch["input_ids"][row][picked])
+        assert sample.question in text and "<image>" not in text and "<s>" not in text
+        assert sample.answer not in text
+    assert len(set(batch["sample_keys"])) == 3  # content keys differ per sample
+    assert VLMCollator(processor)(samples[:1])["sample_keys"][0] == batch["sample_keys"][0]  # and are stable

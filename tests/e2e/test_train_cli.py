@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
 
-def run_train(args: list[str], cache_dir: Path, timeout: int = 240, check: bool = True):
+def train_command(args: list[str], cache_dir: Path) -> list[str]:
     flags = [a for a in args if a.startswith("-")]  # Hydra wants --multirun before the overrides
     overrides = [a for a in args if not a.startswith("-")]
-    cmd = [
+    return [
         sys.executable,
         "-m",
         "mirage.train",
@@ -30,8 +31,14 @@ def run_train(args: list[str], cache_dir: Path, timeout: int = 240, check: bool 
         "callbacks.rich_progress_bar=null",
         *overrides,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run_train(args: list[str], cache_dir: Path, timeout: int = 240, check: bool = True):
+    cmd = train_command(args, cache_dir)
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
@@ -100,21 +107,13 @@ def test_killed_run_resumes_from_last_ckpt(tmp_path, cache_dir):
         "callbacks.model_checkpoint.every_n_train_steps=1",
         f"hydra.run.dir={run_dir}",
     ]
-    cmd = [
-        sys.executable,
-        "-m",
-        "mirage.train",
-        f"paths.cache_dir={cache_dir}",
-        "extras.print_config=false",
-        "callbacks.rich_progress_bar=null",
-        *args,
-    ]
+    cmd = train_command(args, cache_dir)
     proc = subprocess.Popen(
         cmd,
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env=ENV,
     )
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 180
@@ -168,3 +167,39 @@ def test_wandb_offline_run_writes_local_files(tmp_path, cache_dir):
     )
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and any(offline[0].rglob("*.wandb"))
+
+
+@pytest.mark.parametrize("experiment", ["npo_tiny", "rmu_tiny", "simnpo_tiny"])
+def test_unlearning_experiments_run_and_export(experiment, tmp_path, cache_dir):
+    from mirage.models.loading import load_vlm
+
+    run_dir = tmp_path / "run"
+    run_train([f"experiment={experiment}", "trainer.max_steps=6", f"hydra.run.dir={run_dir}"], cache_dir)
+    terms = {k for row in _metrics_rows(run_dir) for k, v in row.items() if v and k.startswith("train/")}
+    assert {"train/loss", "train/retain_ce"} <= terms
+    model, _ = load_vlm(run_dir / "hf")
+    assert model.config.model_type == "llava"
+    if experiment == "rmu_tiny":
+        assert {"train/forget_mse", "train/retain_mse"} <= terms
+        control = load_file(run_dir / "hf" / "rmu_control_vector.safetensors")["control"]
+        assert control.norm().item() == pytest.approx(20.0, rel=1e-5)  # c from configs/model_method/
+
+
+def test_three_method_multirun(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    run_train(
+        [
+            "-m",
+            "experiment=unlearn_tiny",
+            "method=npo,rmu,graddiff",
+            "trainer.max_steps=3",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cache_dir,
+    )
+    for job, method in zip(
+        sorted(p for p in sweep.iterdir() if p.name.isdigit()), ["npo", "rmu", "graddiff"], strict=True
+    ):
+        assert f"method={method}" in (job / ".hydra" / "overrides.yaml").read_text()
+        assert not (job / "error.txt").exists(), (job / "error.txt").read_text()
+        assert (job / "hf" / "mirage_export.json").is_file()

@@ -17,12 +17,22 @@ import torch
 from PIL import Image
 
 from mirage.data.records import DataError, Sample
+from mirage.utils.hashing import stable_hash
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 # Batch keys that describe samples rather than feed the model.
-META_KEYS = ("sample_ids", "sample_meta")
+META_KEYS = ("sample_ids", "sample_meta", "sample_keys")
+# Batch keys that hold targets rather than model inputs: answer tokens, and the prompt's text tokens
+# (for losses that act on the question, e.g. NPO on queries as in the Safety Mirage paper's text).
+LABEL_KEYS = ("labels", "prompt_labels")
+
+
+def sample_key(sample: Sample) -> str:
+    """A content hash of a sample: caches keyed by it can never serve another sample's values."""
+    history = sample.meta.get("history") or []
+    return stable_hash([sample.id, sample.question, sample.answer, str(sample.image), history])[:24]
 
 
 def build_messages(sample: Sample, answer: str | None, system_prompt: str | None = None) -> list[dict]:
@@ -98,10 +108,11 @@ class VLMCollator:
             full = [self._render(s, answer=s.answer) for s in samples]
             batch = self._encode(full, images, padding_side="right")
             prompt_batch = self._encode(prompts, images, padding_side="right")
-            batch["labels"] = self._answer_labels(batch, prompt_batch, samples)
+            batch["labels"], batch["prompt_labels"] = self._labels(batch, prompt_batch, samples)
             self._truncate(batch, prompt_batch, samples)
         batch["sample_ids"] = [s.id for s in samples]
         batch["sample_meta"] = [s.meta for s in samples]
+        batch["sample_keys"] = [sample_key(s) for s in samples]
         return batch
 
     def _render(self, sample: Sample, answer: str | None) -> str:
@@ -120,9 +131,13 @@ class VLMCollator:
         )
         return dict(encoded)
 
-    def _answer_labels(self, batch: dict, prompt_batch: dict, samples: list[Sample]) -> torch.Tensor:
+    def _labels(
+        self, batch: dict, prompt_batch: dict, samples: list[Sample]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Answer labels, and prompt labels (the prompt's text tokens after the first)."""
         input_ids, mask = batch["input_ids"], batch["attention_mask"]
         labels = torch.full_like(input_ids, IGNORE_INDEX)
+        prompt_labels = torch.full_like(input_ids, IGNORE_INDEX)
         for row, sample in enumerate(samples):
             n_full = int(mask[row].sum())
             n_prompt = int(prompt_batch["attention_mask"][row].sum())
@@ -147,10 +162,22 @@ class VLMCollator:
                     field="answer",
                 )
             labels[row, n_prompt:n_full] = full_ids[n_prompt:]
+            prompt_labels[row, 1:n_prompt] = full_ids[1:n_prompt]
         image_token_id = getattr(self.processor, "image_token_id", None)
         if image_token_id is not None:
             labels[labels == image_token_id] = IGNORE_INDEX
-        return labels
+        # The question's words only: no image, vision-delimiter or other special tokens.
+        special = torch.tensor(sorted(self._special_ids()), dtype=prompt_labels.dtype)
+        prompt_labels[torch.isin(prompt_labels, special)] = IGNORE_INDEX
+        return labels, prompt_labels
+
+    def _special_ids(self) -> set[int]:
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        ids = set(getattr(tokenizer, "all_special_ids", []))
+        image_token_id = getattr(self.processor, "image_token_id", None)
+        if image_token_id is not None:
+            ids.add(int(image_token_id))
+        return ids
 
     def _truncate(self, batch: dict, prompt_batch: dict, samples: list[Sample]) -> None:
         """Cut answers that run past ``max_length``; a prompt that alone exceeds it is an error."""
@@ -165,7 +192,7 @@ class VLMCollator:
                     record_id=sample.id,
                     field="question",
                 )
-        for key in ("input_ids", "attention_mask", "labels"):
+        for key in ("input_ids", "attention_mask", *LABEL_KEYS):
             batch[key] = batch[key][:, : self.max_length]
         if "mm_token_type_ids" in batch:
             batch["mm_token_type_ids"] = batch["mm_token_type_ids"][:, : self.max_length]

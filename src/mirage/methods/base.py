@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import lightning.pytorch as L
 import torch
 from torch import nn
 
-from mirage.data.collate import META_KEYS
+from mirage.data.collate import LABEL_KEYS, META_KEYS
 from mirage.methods.losses import answer_cross_entropy
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,32 @@ class MethodModule(L.LightningModule):
         # Checkpoints hold only trainable weights; the frozen rest comes from the pretrained model.
         self.strict_loading = False
 
+    def restrict_trainable(self, regex: str | None) -> None:
+        """Train only the already-trainable parameters whose name matches ``regex`` (``re.search``)."""
+        if not regex:
+            return
+        pattern = re.compile(regex)
+        kept = 0
+        for name, param in self.model.named_parameters():
+            if param.requires_grad and not pattern.search(name):
+                param.requires_grad_(False)
+            kept += int(param.requires_grad)
+        if not kept:
+            raise ValueError(f"trainable regex {regex!r} matches no trainable parameter of the model")
+        log.info("trainable parameters restricted by %r: %d tensors", regex, kept)
+
+    def attach_reference(self, reference: Any, needs: list[Any]) -> None:
+        """Give the method a reference model (``mirage.methods.reference``); call at the end of __init__."""
+        self.reference = reference
+        if reference is not None:
+            reference.attach(self, needs)
+
+    def setup(self, stage: str) -> None:
+        # Runs before Lightning restores a checkpoint, so a precomputed reference sees the pretrained model.
+        reference = getattr(self, "reference", None)
+        if stage == "fit" and reference is not None:
+            reference.prepare(self)
+
     # --- the part a method writes -----------------------------------------------------------
     def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -62,7 +89,7 @@ class MethodModule(L.LightningModule):
     @staticmethod
     def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
         """The keys of a collated batch that the HF model's forward accepts."""
-        return {k: v for k, v in batch.items() if k not in META_KEYS and k != "labels"}
+        return {k: v for k, v in batch.items() if k not in META_KEYS and k not in LABEL_KEYS}
 
     def forward(self, batch: dict[str, Any], **kwargs: Any):
         return self.model(**self.model_inputs(batch), **kwargs)
@@ -125,7 +152,10 @@ class MethodModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainable = {n for n, _ in self.trainable_parameters()}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        # Trainable weights, plus the method's own buffers (e.g. RMU's control vector); not the frozen model.
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if k in trainable or not k.startswith("model.")
+        }
         checkpoint[CHECKPOINT_KEY] = self.checkpoint_signature()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

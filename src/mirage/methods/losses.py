@@ -28,6 +28,12 @@ def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return logp.sum(dim=-1)
 
 
+def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed negative log-likelihood of the labelled tokens, number of labelled tokens), per sequence."""
+    logp, mask = token_logprobs(logits, labels)
+    return -logp.sum(dim=-1), mask.sum(dim=-1)
+
+
 def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over all answer tokens in the batch."""
     logits, labels = shift_for_next_token(logits, labels)

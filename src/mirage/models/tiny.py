@@ -89,33 +89,72 @@ class TinyVLMSpec:
         return f"tiny_{self.family}-{stable_hash(content)[:10]}"
 
 
-def train_tokenizer(spec: TinyVLMSpec):
-    """A byte-level BPE tokenizer trained on the built-in corpus plus ``spec.corpus``."""
+def train_tokenizer(
+    spec: TinyVLMSpec,
+    *,
+    special_tokens: tuple[str, ...] = (IMAGE,),
+    pad: str = PAD,
+    eos: str = EOS,
+    unk: str = UNK,
+    bos: str | None = BOS,
+    named_tokens: dict[str, str] | None = None,
+    corpus: list[str] | None = None,
+) -> Any:
+    """A byte-level BPE tokenizer with a family's special tokens (kept whole, never split).
+
+    ``bos`` is prepended to every encoding when given (Gemma, Idefics3); Qwen adds none.
+    ``named_tokens`` become tokenizer attributes (``tokenizer.image_token``,
+    ``tokenizer.image_token_id``) that some processors read. The defaults are LLaVA's.
+    """
+    if named_tokens is None and special_tokens == (IMAGE,):
+        named_tokens = {"image_token": IMAGE}
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token=UNK))
+    ordered = list(dict.fromkeys([pad, *([bos] if bos else []), eos, unk, *special_tokens]))
+    tok = Tokenizer(models.BPE(unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=spec.vocab_size,
-        special_tokens=[PAD, BOS, EOS, UNK, IMAGE],
+        special_tokens=ordered,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator([_BASE_CORPUS, *spec.corpus], trainer=trainer)
-    bos_id = tok.token_to_id(BOS)
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, bos_id)])
+    tok.train_from_iterator([_BASE_CORPUS, *(corpus or []), *spec.corpus], trainer=trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        extra_special_tokens={"image_token": IMAGE},
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token=unk,
+        extra_special_tokens=named_tokens or None,
         padding_side="left",
         model_max_length=spec.max_positions,
     )
+
+
+def set_generation_ids(model: torch.nn.Module, tokenizer: Any, bos_id: int | None = None) -> None:
+    gen = model.generation_config
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.eos_token_id = tokenizer.eos_token_id
+    gen.bos_token_id = tokenizer.bos_token_id if bos_id is None else bos_id
+
+
+def vision_dims(spec: TinyVLMSpec) -> dict[str, int]:
+    """Sizes of a ViT-style vision tower (CLIP, SigLIP, Idefics3's) from the spec."""
+    return {
+        "hidden_size": spec.vision_hidden,
+        "intermediate_size": spec.vision_hidden * 2,
+        "num_hidden_layers": spec.vision_layers,
+        "num_attention_heads": spec.vision_heads,
+        "image_size": spec.image_size,
+        "patch_size": spec.patch_size,
+    }
 
 
 def _build_llava(spec: TinyVLMSpec, out_dir: Path) -> None:
@@ -132,14 +171,7 @@ def _build_llava(spec: TinyVLMSpec, out_dir: Path) -> None:
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE)
     num_patches = (spec.image_size // spec.patch_size) ** 2
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=spec.vision_hidden,
-            intermediate_size=spec.vision_hidden * 2,
-            num_hidden_layers=spec.vision_layers,
-            num_attention_heads=spec.vision_heads,
-            image_size=spec.image_size,
-            patch_size=spec.patch_size,
-        ),
+        vision_config=CLIPVisionConfig(**vision_dims(spec)),
         text_config=LlamaConfig(
             hidden_size=spec.hidden,
             intermediate_size=spec.intermediate,
@@ -159,9 +191,7 @@ def _build_llava(spec: TinyVLMSpec, out_dir: Path) -> None:
     )
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    set_generation_ids(model, tokenizer)
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},

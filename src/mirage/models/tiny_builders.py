@@ -19,7 +19,13 @@ import torch
 from transformers import AutoProcessor, PreTrainedConfig, PreTrainedTokenizerFast, Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
-from mirage.models.tiny import _BASE_CORPUS, TinyVLMSpec, register_tiny_builder
+from mirage.models.tiny import (
+    TinyVLMSpec,
+    register_tiny_builder,
+    set_generation_ids,
+    train_tokenizer,
+    vision_dims,
+)
 
 # --- chat templates -------------------------------------------------------------------------
 # All accept ``content`` as a string or as a list of {"type": "image"} / {"type": "text"} parts.
@@ -71,59 +77,6 @@ IDEFICS3_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
-
-
-def train_family_tokenizer(
-    spec: TinyVLMSpec,
-    *,
-    special_tokens: list[str],
-    pad: str,
-    eos: str,
-    unk: str,
-    bos: str | None = None,
-    named_tokens: dict[str, str] | None = None,
-    corpus: list[str] | None = None,
-) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with a family's special tokens (kept whole, never split).
-
-    ``bos`` is prepended to every encoding when given (Gemma, Idefics3); Qwen adds none.
-    ``named_tokens`` become tokenizer attributes (``tokenizer.image_token``,
-    ``tokenizer.image_token_id``) that some processors read.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    ordered = list(dict.fromkeys([pad, *([bos] if bos else []), eos, unk, *special_tokens]))
-    tok = Tokenizer(models.BPE(unk_token=unk))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=spec.vocab_size,
-        special_tokens=ordered,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([_BASE_CORPUS, *(corpus or []), *spec.corpus], trainer=trainer)
-    if bos:
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))]
-        )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=bos,
-        eos_token=eos,
-        pad_token=pad,
-        unk_token=unk,
-        extra_special_tokens=named_tokens or None,
-        padding_side="left",
-        model_max_length=spec.max_positions,
-    )
-
-
-def _set_generation_ids(model: torch.nn.Module, tokenizer: Any, bos_id: int | None = None) -> None:
-    gen = model.generation_config
-    gen.pad_token_id = tokenizer.pad_token_id
-    gen.eos_token_id = tokenizer.eos_token_id
-    gen.bos_token_id = tokenizer.bos_token_id if bos_id is None else bos_id
 
 
 def _head_dim(spec: TinyVLMSpec) -> int:
@@ -186,7 +139,7 @@ AutoProcessor.register(_ImageOnlyProcessorKey, Qwen2VLImageOnlyProcessor)
 
 
 def _qwen_tokenizer(spec: TinyVLMSpec) -> PreTrainedTokenizerFast:
-    return train_family_tokenizer(
+    return train_tokenizer(
         spec,
         special_tokens=_QWEN_SPECIALS,
         pad="<|endoftext|>",
@@ -241,7 +194,7 @@ def _qwen_token_ids(tokenizer: Any) -> dict[str, int]:
 
 
 def _save_qwen(spec: TinyVLMSpec, out_dir: Path, model: torch.nn.Module, tokenizer: Any) -> None:
-    _set_generation_ids(model, tokenizer, bos_id=tokenizer.pad_token_id)
+    set_generation_ids(model, tokenizer, bos_id=tokenizer.pad_token_id)
     processor = Qwen2VLImageOnlyProcessor(
         image_processor=_qwen_image_processor(spec),
         tokenizer=tokenizer,
@@ -311,7 +264,7 @@ def build_tiny_gemma3(spec: TinyVLMSpec, out_dir: Path) -> None:
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
     from transformers.models.gemma3 import Gemma3ImageProcessorPil
 
-    tokenizer = train_family_tokenizer(
+    tokenizer = train_tokenizer(
         spec,
         special_tokens=[
             "<start_of_turn>",
@@ -371,7 +324,7 @@ def build_tiny_gemma3(spec: TinyVLMSpec, out_dir: Path) -> None:
     )
     torch.manual_seed(spec.seed)
     model = Gemma3ForConditionalGeneration(config)
-    _set_generation_ids(model, tokenizer)
+    set_generation_ids(model, tokenizer)
     image_processor = Gemma3ImageProcessorPil(
         size={"height": spec.image_size, "width": spec.image_size}, do_pan_and_scan=False
     )
@@ -395,7 +348,7 @@ def build_tiny_idefics3(spec: TinyVLMSpec, out_dir: Path) -> None:
     from transformers.models.idefics3 import Idefics3ImageProcessorPil
 
     scale_factor = 2
-    tokenizer = train_family_tokenizer(
+    tokenizer = train_tokenizer(
         spec,
         special_tokens=["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>"],
         pad="<pad>",
@@ -410,14 +363,7 @@ def build_tiny_idefics3(spec: TinyVLMSpec, out_dir: Path) -> None:
         raise ValueError(f"idefics3 tiny builder needs a patch grid divisible by {scale_factor}")
     image_seq_len = (patches_per_side // scale_factor) ** 2
     config = Idefics3Config(
-        vision_config=dict(
-            hidden_size=spec.vision_hidden,
-            intermediate_size=spec.vision_hidden * 2,
-            num_hidden_layers=spec.vision_layers,
-            num_attention_heads=spec.vision_heads,
-            image_size=spec.image_size,
-            patch_size=spec.patch_size,
-        ),
+        vision_config=vision_dims(spec),
         text_config=dict(
             model_type="llama",
             vocab_size=len(tokenizer),
@@ -437,7 +383,7 @@ def build_tiny_idefics3(spec: TinyVLMSpec, out_dir: Path) -> None:
     )
     torch.manual_seed(spec.seed)
     model = Idefics3ForConditionalGeneration(config)
-    _set_generation_ids(model, tokenizer)
+    set_generation_ids(model, tokenizer)
     # Splitting off: every image is resized to one image_size square, hence one global tile only.
     image_processor = Idefics3ImageProcessorPil(
         do_image_splitting=False,

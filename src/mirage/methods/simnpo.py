@@ -1,0 +1,51 @@
+"""SimNPO (Fan et al., 2024): NPO without a reference model, normalised by answer length.
+
+L = alpha_f * -(2 / beta) * mean log sigmoid(beta * NLL_theta(y|x) / |y| - gamma) + lambda * CE(retain)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mirage.methods.base import MethodModule
+from mirage.methods.losses import sequence_nll
+
+
+class SimNPO(MethodModule):
+    train_splits = ("forget", "retain")
+
+    def __init__(
+        self,
+        *args: Any,
+        beta: float = 2.5,
+        gamma: float = 0.0,
+        alpha_forget: float = 1.0,
+        retain_weight: float = 1.0,
+        trainable_regex: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.beta, self.gamma, self.alpha_forget, self.retain_weight = (
+            beta,
+            gamma,
+            alpha_forget,
+            retain_weight,
+        )
+        self.restrict_trainable(trainable_regex)
+
+    def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+        forget = batch["forget"]
+        nll, count = sequence_nll(self(forget).logits, forget["labels"])
+        mean_nll = nll / count.clamp(min=1)
+        forget_loss = -(2.0 / self.beta) * F.logsigmoid(self.beta * mean_nll - self.gamma).mean()
+        retain_ce = self.answer_loss(batch["retain"])
+        loss = self.alpha_forget * forget_loss + self.retain_weight * retain_ce
+        return {
+            "loss": loss,
+            "forget_simnpo": forget_loss,
+            "forget_nll": mean_nll.mean(),
+            "retain_ce": retain_ce,
+        }
