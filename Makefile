@@ -34,12 +34,12 @@ demo: $(STAMP) ## the embedded default: safety SFT of a tiny LLaVA on synthetic 
 	$(BIN)/mirage-train experiment=sft_tiny seed=$(SEED)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
 
 clean: ## remove caches and run outputs (keeps .venv)
 	rm -rf logs data/cache .pytest_cache .ruff_cache

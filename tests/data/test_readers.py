@@ -166,3 +166,12 @@ def test_not_a_list(tmp_path):
     path = _write(tmp_path, "obj.json", {"id": 1})
     with pytest.raises(DataError, match="expected a JSON list"):
         read_vlguard(path)
+
+
+def test_pairs_left_out_by_subset_are_counted_in_the_log(tmp_path, image_root, caplog):
+    import logging
+
+    path = _write(tmp_path, "t.json", _vlguard_records())
+    with caplog.at_level(logging.INFO, logger="mirage.data.readers"):
+        read_vlguard(path, image_root, subsets="unsafes")
+    assert "left out by subset choice: {'safe_safes': 1, 'safe_unsafes': 1}" in caplog.text

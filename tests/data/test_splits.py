@@ -64,3 +64,20 @@ def test_retain_top_up_is_seeded(tmp_path, synthetic_dir):
     retain_a = json.loads(a["retain"].read_text())
     assert len(retain_a) == 80
     assert retain_a == json.loads(b["retain"].read_text())
+
+
+def test_build_splits_cli(tmp_path, synthetic_dir, capsys):
+    from mirage.data.splits import cli
+
+    cli(
+        [
+            str(synthetic_dir / "train.json"),
+            str(synthetic_dir / "harmful_answers.json"),
+            str(tmp_path / "out"),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert f"forget: {tmp_path / 'out' / 'forget.json'}" in printed
+    forget = json.loads((tmp_path / "out" / "forget.json").read_text())
+    assert forget == json.loads((synthetic_dir / "forget.json").read_text())
+    assert forget[0]["conversations"][0]["value"].startswith("<image>\n")

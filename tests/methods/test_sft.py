@@ -53,11 +53,11 @@ def _logits(model, batch):
         return model(**SFT.model_inputs(batch["retain"])).logits
 
 
-@pytest.mark.parametrize("mode", ["full", "lora", "qlora"])
+@pytest.mark.parametrize("mode", ["full", "lora", "qlora", "qlora8"])
 def test_export_reloads_to_the_same_logits(mode, tiny_llava_dir, retain_batch, tmp_path):
     from peft import PeftModel
 
-    quantization = {"bits": 4} if mode == "qlora" else None
+    quantization = {"qlora": {"bits": 4}, "qlora8": {"bits": 8}}.get(mode)
     model, processor = load_vlm(tiny_llava_dir, quantization=quantization)
     spec = (
         FinetuneSpec(mode="full")

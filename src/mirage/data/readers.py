@@ -40,6 +40,7 @@ def read_vlguard(
     root = Path(image_root) if image_root is not None else path.parent
     samples: list[Sample] = []
     shots: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
     for index, record in enumerate(load_json_records(path)):
         record_id = str(require(record, "id", (str, int), path, index))
         safe = require(record, "safe", bool, path, index)
@@ -68,6 +69,7 @@ def read_vlguard(
                 )
             subset, key = _classify_pair(pair, safe, path, index, record_id, field_prefix)
             if subset not in subsets:
+                skipped[subset] += 1
                 continue
             answer = pair.get("response")
             if answer is not None and not isinstance(answer, str):
@@ -87,8 +89,19 @@ def read_vlguard(
                     meta={**base_meta, "subset": subset},
                 )
             )
+    if skipped:
+        log.info("%s: %d pairs read; left out by subset choice: %s", path, len(samples), dict(skipped))
     if max_questions is not None:
+        before = len(samples)
         samples = subsample_questions(samples, max_questions, seed)
+        log.info(
+            "%s: kept %d of %d pairs (max_questions=%d, seed %d)",
+            path,
+            len(samples),
+            before,
+            max_questions,
+            seed,
+        )
     return samples
 
 

@@ -95,7 +95,8 @@ class ReferenceStrategy:
     def layer_states(self, method: MethodModule, batch: dict, split: str, layer: int) -> torch.Tensor:
         """Reference hidden states ``[B, T, H]`` after decoder layer ``layer``."""
         with self.reference_model(method) as model:
-            return layer_hidden_states(model, method.model_inputs(batch), layer, truncate=True)
+            truncate = getattr(method, "truncate_passes", True)
+            return layer_hidden_states(model, method.model_inputs(batch), layer, truncate=truncate)
 
 
 class AdaptersOff(ReferenceStrategy):
@@ -125,7 +126,7 @@ class FrozenCopy(ReferenceStrategy):
         for param in frozen.parameters():
             if param.requires_grad:
                 param.requires_grad_(False)
-        if needs and all(n.kind == "states" for n in needs):
+        if needs and all(n.kind == "states" for n in needs) and getattr(method, "truncate_passes", True):
             keep = max(n.layer for n in needs if n.layer is not None) + 1
             _truncate_layers(frozen, keep)
         # Kept outside the LightningModule's children: it is not trained, not checkpointed, and moved by hand.

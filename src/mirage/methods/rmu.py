@@ -61,6 +61,7 @@ class RMU(MethodModule):
         trainable_module: str = "mlp.down_proj",
         train_projector: bool = True,
         trainable_regex: str | None = None,
+        truncate_passes: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -73,6 +74,8 @@ class RMU(MethodModule):
             )
         self.layer, self.alpha, self.retain_weight, self.token_mask = layer, alpha, retain_weight, token_mask
         self.steering_coeff, self.control_seed = steering_coeff, control_seed
+        # Stop the forget and reference passes after layer k (off only to measure what that saves).
+        self.truncate_passes = truncate_passes
         hidden = self.model.get_input_embeddings().weight.shape[-1]
         # A persistent buffer: saved in checkpoints and exported with the model directory.
         self.register_buffer("control", control_vector(hidden, steering_coeff, control_seed))
@@ -119,27 +122,28 @@ class RMU(MethodModule):
 
     def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
         forget, retain = batch["forget"], batch["retain"]
-        h_forget = layer_hidden_states(self.model, self.model_inputs(forget), self.layer, truncate=True)
+        h_forget = layer_hidden_states(
+            self.model, self.model_inputs(forget), self.layer, truncate=self.truncate_passes
+        )
         target = self.control.to(h_forget.dtype).expand_as(h_forget)
         forget_mse = masked_mse(h_forget, target, self.token_weights(forget))
         terms = {"forget_mse": forget_mse, "forget_norm": h_forget.float().norm(dim=-1).mean().detach()}
         loss = forget_mse
         if self.alpha > 0 or self.retain_weight > 0:
-            full_pass = self.retain_weight > 0
-            with capture_layer(self.model, self.layer, stop=not full_pass) as capture:
-                if full_pass:  # one whole pass gives both the layer-k states and the logits for CE
+            # The CE term needs the whole retain pass; otherwise it stops after layer k too.
+            stop = self.retain_weight == 0 and self.truncate_passes
+            with capture_layer(self.model, self.layer, stop=stop) as capture:
+                if stop:
+                    h_retain, out = run_until_captured(lambda: self(retain, use_cache=False), capture), None
+                else:
                     out = self(retain, use_cache=False)
-                h_retain = (
-                    run_until_captured(lambda: self(retain, use_cache=False), capture)
-                    if not full_pass
-                    else capture.get()
-                )
+                    h_retain = capture.get()
             if self.alpha > 0:
                 h_ref = self.reference.layer_states(self, retain, "retain", self.layer)
                 retain_mse = masked_mse(h_retain, h_ref.to(h_retain.dtype), self.token_weights(retain))
                 terms["retain_mse"] = retain_mse
                 loss = loss + self.alpha * retain_mse
-            if full_pass:
+            if self.retain_weight > 0:
                 retain_ce = answer_cross_entropy(out.logits, retain["labels"])
                 terms["retain_ce"] = retain_ce
                 loss = loss + self.retain_weight * retain_ce
