@@ -20,18 +20,37 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml") if p.stem != "base")
 
 
-def _compose(overrides: list[str], tmp_path: Path):
+def _entry(experiment: str) -> str:
+    """Evaluation experiments define `cases`; the others are training runs."""
+    return (
+        "eval.yaml"
+        if "\ncases:" in (CONFIGS / "experiment" / f"{experiment}.yaml").read_text()
+        else "train.yaml"
+    )
+
+
+def _compose(overrides: list[str], tmp_path: Path, entry: str = "train.yaml"):
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(
-            "train.yaml", overrides=[f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}", *overrides]
+            entry, overrides=[f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}", *overrides]
         )
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment, tmp_path):
-    cfg = _compose([f"experiment={experiment}"], tmp_path)
+    entry = _entry(experiment)
+    cfg = _compose([f"experiment={experiment}"], tmp_path, entry)
+    assert cfg.task_name == experiment
+    if entry == "eval.yaml":
+        cases = {name: case for name, case in cfg.cases.items() if case is not None}
+        assert cases, experiment
+        for name, case in cases.items():
+            assert "_target_" in case.benchmark and "_target_" in case.attack, f"{experiment}: case {name}"
+        for judge in cfg.judges.values():
+            assert "_target_" in judge
+        return
     for key in ("model", "method", "finetune", "data", "trainer"):
         assert "_target_" in cfg[key], f"{experiment}: {key} has no _target_"
     assert cfg.task_name == experiment
@@ -52,6 +71,31 @@ def test_every_group_option_composes(group, option, tmp_path):
     if group == "finetune":
         spec = instantiate(cfg.finetune, _convert_="all")
         assert spec.mode in ("full", "lora") and (spec.quantization is not None) == (option == "qlora")
+
+
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g in ("attack", "judge", "benchmark") for o in _options(g)]
+)
+def test_every_eval_group_option_composes(group, option, tmp_path):
+    cfg = _compose([f"{group}={option}"], tmp_path, "eval.yaml")
+    assert cfg.judges and all("_target_" in j for j in cfg.judges.values())
+    if group == "attack" and option in (
+        "none",
+        "one_word",
+        "what_3shot",
+        "share_1shot",
+        "prefill",
+        "text_only",
+        "blank_image",
+    ):
+        from mirage.evaluation.attacks.base import Attack
+
+        attack = instantiate(cfg.attack)
+        assert isinstance(attack, Attack)
+    if group == "judge" and option in ("keyword", "irrelevance_rules", "rules", "keyword_only"):
+        from mirage.evaluation.judges.base import Judge
+
+        assert all(isinstance(instantiate(j), Judge) for j in cfg.judges.values())
 
 
 def test_trainer_logger_and_callbacks_instantiate(tmp_path):

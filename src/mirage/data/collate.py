@@ -117,9 +117,17 @@ class VLMCollator:
 
     def _render(self, sample: Sample, answer: str | None) -> str:
         messages = build_messages(sample, answer, self.system_prompt)
-        return self.processor.apply_chat_template(
+        text = self.processor.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=answer is None
         )
+        if answer is None and not self.train and sample.meta.get("prefill"):
+            # A prefill attack: the assistant turn already starts with e.g. "Sure,"; generation continues it.
+            text = (
+                text + " " + sample.meta["prefill"]
+                if not text.endswith((" ", "\n"))
+                else text + sample.meta["prefill"]
+            )
+        return text
 
     def _encode(self, texts: list[str], images: list[list[Image.Image]], padding_side: str) -> dict[str, Any]:
         encoded = self.processor(

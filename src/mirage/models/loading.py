@@ -58,6 +58,23 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
 
 
+def _load_adapter_dir(path: Path, **kwargs: Any) -> tuple[torch.nn.Module, Any]:
+    """A LoRA export (mirage's ``hf/`` of a LoRA run): its base model plus the adapter, and its processor."""
+    import json
+
+    from peft import PeftModel
+
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{path / 'adapter_config.json'}: no base_model_name_or_path to load the adapter on")
+    model, processor = load_vlm(base, **kwargs)
+    model = PeftModel.from_pretrained(model, str(path))
+    if (path / "preprocessor_config.json").is_file() or (path / "processor_config.json").is_file():
+        processor = load_processor(path, trust_remote_code=kwargs.get("trust_remote_code", False))
+    log.info("loaded LoRA adapter %s on %s", path, base)
+    return model, processor
+
+
 def load_processor(name_or_path: str | Path, *, trust_remote_code: bool = False, revision: str | None = None):
     import mirage.models.tiny_builders  # noqa: F401  (registers the torchvision-free Qwen2-VL processor)
 
@@ -93,6 +110,16 @@ def load_vlm(
     the checkpoint has them (transformers' default).
     """
     name = str(name_or_path)
+    adapter_config = Path(name) / "adapter_config.json"
+    if adapter_config.is_file():
+        return _load_adapter_dir(
+            Path(name),
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            quantization=quantization,
+            device_map=device_map,
+        )
     config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
     family = family_for_model_type(config.model_type)  # fails early, with the known families listed
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}

@@ -223,7 +223,7 @@ def build_tiny_vlm(
     spec = spec if isinstance(spec, TinyVLMSpec) else TinyVLMSpec(**spec)
     if spec.family not in _BUILDERS:
         raise KeyError(f"no tiny builder for family {spec.family!r}; known: {sorted(_BUILDERS)}")
-    cache_dir = Path(cache_dir)
+    cache_dir = Path(cache_dir).resolve()  # absolute: LoRA exports record the base model's path
     target = cache_dir / spec.key()
     if target.exists() and not rebuild:
         return target

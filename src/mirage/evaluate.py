@@ -1,0 +1,157 @@
+"""``mirage-eval``: model -> benchmark -> attack -> generation -> judges -> metrics, per evaluation case.
+
+    mirage-eval experiment=mirage_eval_tiny
+    mirage-eval experiment=mirage_eval model=checkpoint model.name_or_path=logs/npo_tiny/runs/<ts>/hf
+    mirage-eval ... hydra.run.dir=<killed eval dir>      # resumes: finished answers are not redone
+
+Each case (``cases.<name>``: a benchmark reader, an attack) writes into ``<run dir>/<name>/``:
+``generations.jsonl`` (appended as answers come), ``judged.jsonl`` (answers with every judge's
+verdict and the final label) and ``metrics.json``; ``<run dir>/metrics.json`` gathers all cases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mirage.utils.hydra import metric_value, print_config_tree, register_resolvers, task_wrapper
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+def run_case(
+    name: str,
+    case: DictConfig,
+    model: Any,
+    processor: Any,
+    judges: list,
+    gen_config: Any,
+    out_dir: Path,
+    judge_cache_dir: Path,
+) -> dict[str, Any]:
+    """Generate (resuming), judge (cached) and score one case."""
+    from mirage.evaluation.chain import judge_records
+    from mirage.evaluation.generation import generate
+    from mirage.evaluation.metrics import summarize
+    from mirage.evaluation.results import JsonlAppender, read_jsonl, record_key, write_json
+
+    samples = instantiate(case.benchmark)()
+    if not samples:
+        raise ValueError(f"case {name}: the benchmark produced no samples")
+    attack = instantiate(case.attack)
+    attacked = attack.apply(samples)
+    case_dir = out_dir / name
+    generations = case_dir / "generations.jsonl"
+    done = {r["key"]: r for r in read_jsonl(generations)}
+    keys = [record_key(s) for s in attacked]
+    if len(set(keys)) != len(keys):
+        raise ValueError(
+            f"case {name}: duplicate (id, subset, attack, shot) keys; the benchmark repeats records"
+        )
+    todo = [s for s, k in zip(attacked, keys, strict=True) if k not in done]
+    log.info(
+        "case %s: %d answers (%d already on disk, %d to generate)",
+        name,
+        len(keys),
+        len(keys) - len(todo),
+        len(todo),
+    )
+    writer = JsonlAppender(generations)
+
+    def save(batch, answers):
+        rows = [_record(s, a) for s, a in zip(batch, answers, strict=True)]
+        writer.append(rows)
+        done.update({r["key"]: r for r in rows})
+
+    if todo:
+        generate(model, processor, todo, gen_config, on_batch=save, description=f"{name}: generating")
+    records = [done[k] for k in keys]
+    judge_records(records, judges, judge_cache_dir, description=name)
+    _write_judged(case_dir / "judged.jsonl", records)
+    metrics = summarize(records)
+    metrics.update({"case": name, "attack": attack.name, "answers": len(records)})
+    write_json(case_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _record(sample: Any, answer: str) -> dict[str, Any]:
+    from mirage.evaluation.results import record_key
+
+    meta = sample.meta
+    return {
+        "key": record_key(sample),
+        "id": sample.id,
+        "shot": meta.get("shot", 0),
+        "subset": meta.get("subset"),
+        "attack": meta.get("attack", "none"),
+        "question": sample.question,
+        "original_question": meta.get("original_question", sample.question),
+        "prefill": meta.get("prefill"),
+        "image": str(sample.image) if sample.image else None,
+        "harmful_category": meta.get("harmful_category"),
+        "reference_answer": sample.answer,
+        "answer": answer,
+        "truth": meta.get("truth"),  # ground truth for oracle judges, when the benchmark has it
+    }
+
+
+def _write_judged(path: Path, records: list[dict[str, Any]]) -> None:
+    import json
+
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+    os.replace(tmp, path)
+
+
+@task_wrapper
+def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    import lightning.pytorch as L
+
+    from mirage.evaluation.generation import GenerationConfig
+    from mirage.evaluation.report import log_to_loggers, print_summary
+    from mirage.evaluation.results import write_json
+
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    model, processor = instantiate(cfg.model, _convert_="all")
+    gen_config = GenerationConfig(**OmegaConf.to_container(cfg.generation, resolve=True))
+    judges = [instantiate(j) for j in cfg.judges.values() if j is not None]
+    if not cfg.cases:
+        raise ValueError("no evaluation cases: set `cases` (see configs/experiment/mirage_eval_tiny.yaml)")
+    results = {}
+    for name, case in cfg.cases.items():
+        if case is None:
+            continue
+        results[name] = run_case(
+            name, case, model, processor, judges, gen_config, output_dir, Path(cfg.judge_cache_dir)
+        )
+    write_json(output_dir / "metrics.json", results)
+    print_summary(results)
+    log_to_loggers(cfg, results, output_dir)
+    flat = {
+        f"{case}/{k}": v for case, m in results.items() for k, v in m.items() if isinstance(v, (int, float))
+    }
+    return flat, {"results": results}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval.yaml")
+def main(cfg: DictConfig) -> float | None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if cfg.get("extras", {}).get("print_config", True):
+        print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.yaml")
+    metrics, _ = evaluate(cfg)
+    return metric_value(metrics, cfg.get("optimized_metric")) if not metrics.get("failed") else None
+
+
+register_resolvers()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Safety evaluation: benchmark -> attack -> generation -> judges -> metrics -> results files."""

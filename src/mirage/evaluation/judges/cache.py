@@ -1,0 +1,127 @@
+"""A verdict cache on disk, and the loop that judges only what the cache does not hold.
+
+The cache is an append-only JSON Lines file of ``{"key": ..., "verdict": {...}}``; the key is
+``JudgeInput.cache_key(judge.key)``, so it changes with the judge's settings, the question, the
+answer and the image. Each finished batch is appended and flushed, so a killed evaluation keeps
+everything judged before it died; its half-written last line is dropped with a warning on reopen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mirage.evaluation.judges.base import Judge, JudgeInput
+
+log = logging.getLogger(__name__)
+
+
+class VerdictCache:
+    """Verdicts by key, loaded from ``path`` on open; later lines win over earlier ones."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._verdicts: dict[str, dict[str, Any]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        complete_bytes = len(data)
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                key, verdict = record["key"], record["verdict"]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                if line_no == len(lines):  # no newline after it: a write cut off by a killed process
+                    log.warning("%s: ignoring a truncated last line (%d bytes)", self.path, len(line))
+                    complete_bytes = len(data) - len(line)
+                else:
+                    log.warning("%s: ignoring malformed line %d", self.path, line_no)
+                continue
+            self._verdicts[key] = verdict
+        if complete_bytes < len(data):
+            # Cut the fragment off so the next append starts on a fresh line instead of extending it.
+            os.truncate(self.path, complete_bytes)
+        elif data and not data.endswith(b"\n"):
+            with open(self.path, "ab") as handle:
+                handle.write(b"\n")
+
+    def __len__(self) -> int:
+        return len(self._verdicts)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._verdicts
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._verdicts.get(key)
+
+    def put_many(self, pairs: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Append the (key, verdict) pairs and flush them to disk."""
+        pairs = list(pairs)
+        if not pairs:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One write call for the whole batch keeps concurrent appenders from interleaving within a line.
+        text = "".join(json.dumps({"key": k, "verdict": v}, ensure_ascii=False) + "\n" for k, v in pairs)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        for key, verdict in pairs:
+            self._verdicts[key] = verdict
+
+
+def run_judge(
+    judge: Judge,
+    items: Sequence[JudgeInput],
+    cache: VerdictCache | None,
+    progress_description: str | None = None,
+) -> list[dict[str, Any]]:
+    """Verdicts for all items in input order; only items missing from the cache reach the judge.
+
+    Missing items are judged in batches of ``judge.batch_size`` (identical items once) and each
+    batch is stored as soon as it finishes. ``cache=None`` judges everything and stores nothing.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    judge_key = judge.key
+    keys = [item.cache_key(judge_key) for item in items]
+    found: dict[str, dict[str, Any]] = {}
+    if cache is not None:
+        found = {key: verdict for key in set(keys) if (verdict := cache.get(key)) is not None}
+    todo: dict[str, JudgeInput] = {}
+    for key, item in zip(keys, items, strict=True):
+        if key not in found and key not in todo:
+            todo[key] = item
+    if todo:
+        log.info(
+            "judge %s: %d of %d answers to judge (%d cached)", judge.name, len(todo), len(items), len(found)
+        )
+        pending = list(todo.items())
+        size = max(1, int(judge.batch_size))
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, transient=False) as progress:
+            task = progress.add_task(progress_description or f"judging ({judge.name})", total=len(pending))
+            for start in range(0, len(pending), size):
+                chunk = pending[start : start + size]
+                verdicts = judge.judge_batch([item for _, item in chunk])
+                if len(verdicts) != len(chunk):
+                    raise RuntimeError(
+                        f"judge {judge.name} returned {len(verdicts)} verdicts for {len(chunk)} answers"
+                    )
+                pairs = [(key, verdict) for (key, _), verdict in zip(chunk, verdicts, strict=True)]
+                if cache is not None:
+                    cache.put_many(pairs)
+                found.update(pairs)
+                progress.advance(task, len(chunk))
+    # Copies: callers may annotate verdicts without touching the cache or each other's duplicates.
+    return [dict(found[key]) for key in keys]

@@ -1,0 +1,64 @@
+"""Showing evaluation results: a rich table on the terminal, metrics and an answer table for loggers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}"  # NaN != NaN
+
+
+def print_summary(results: dict[str, dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mirage evaluation (%)")
+    for column in ("case", "attack", "answers", "ASR", "IR", "RR", "K-shot ASR", "unparsed"):
+        table.add_column(column, justify="left" if column in ("case", "attack") else "right", no_wrap=True)
+    for name, m in results.items():
+        kshot = _pct(m.get("kshot_ASR")) if len(m.get("per_shot_ASR", {})) > 1 else "-"
+        table.add_row(
+            name,
+            m.get("attack", ""),
+            str(m.get("answers", m.get("n"))),
+            _pct(m["ASR"]),
+            _pct(m["IR"]),
+            _pct(m["RR"]),
+            kshot,
+            str(m.get("judge_unparsed", 0)),
+        )
+    Console().print(table)
+
+
+def log_to_loggers(cfg: DictConfig, results: dict[str, dict[str, Any]], output_dir: Path) -> None:
+    """Send scalar metrics, and a table of answers with verdicts, to the configured loggers."""
+    from mirage.utils.hydra import instantiate_list
+
+    loggers = instantiate_list(cfg.get("logger"), "logger")
+    if not loggers:
+        return
+    scalars = {
+        f"eval/{case}/{k}": float(v)
+        for case, m in results.items()
+        for k, v in m.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    for logger in loggers:
+        logger.log_metrics(scalars, step=0)
+        if type(logger).__name__ == "WandbLogger":
+            for case in results:
+                rows = [
+                    json.loads(line) for line in (output_dir / case / "judged.jsonl").read_text().splitlines()
+                ]
+                columns = ["id", "shot", "subset", "attack", "question", "answer", "label", "verdicts"]
+                data = [[str(r.get(c)) if c == "verdicts" else r.get(c) for c in columns] for r in rows]
+                logger.log_table(key=f"eval/{case}/answers", columns=columns, data=data)
+        logger.finalize("success")

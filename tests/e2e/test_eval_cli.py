@@ -1,0 +1,112 @@
+"""`mirage-eval` end to end: the four paper cases on the tiny model, resume after a kill, cached judging."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def eval_command(args: list[str], cache_dir: Path) -> list[str]:
+    flags = [a for a in args if a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("-")]
+    return [
+        sys.executable,
+        "-m",
+        "mirage.evaluate",
+        *flags,
+        f"paths.cache_dir={cache_dir}",
+        "extras.print_config=false",
+        *overrides,
+    ]
+
+
+def run_eval(args: list[str], cache_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = eval_command(args, cache_dir)
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_mirage_eval_tiny_writes_the_four_cases(tmp_path, cache_dir, synthetic_dir):
+    run_dir = tmp_path / "eval"
+    run_eval(
+        ["experiment=mirage_eval_tiny", "generation.max_new_tokens=8", f"hydra.run.dir={run_dir}"], cache_dir
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) == {"plain_asr", "what3_asr", "plain_rr", "share1_rr"}
+    n_unsafe = sum(1 for r in json.loads((synthetic_dir / "test.json").read_text()) if not r["safe"])
+    n_safe = sum(1 for r in json.loads((synthetic_dir / "test.json").read_text()) if r["safe"])
+    assert metrics["plain_asr"]["answers"] == n_unsafe and metrics["what3_asr"]["answers"] == 3 * n_unsafe
+    assert metrics["plain_rr"]["answers"] == metrics["share1_rr"]["answers"] == n_safe
+    for name, m in metrics.items():
+        assert m["ASR"] + m["IR"] + m["RR"] == pytest.approx(1.0), name
+        judged = _lines(run_dir / name / "judged.jsonl")
+        assert len(judged) == m["answers"]
+        assert {r["label"] for r in judged} <= {"refusal", "irrelevant", "relevant"}
+        assert all("keyword" in r["verdicts"] for r in judged)
+    assert set(metrics["what3_asr"]["per_shot_ASR"]) == {"0", "1", "2"}
+    assert metrics["what3_asr"]["questions"] == n_unsafe
+    what3 = _lines(run_dir / "what3_asr" / "generations.jsonl")
+    assert all(r["question"].lower().startswith("what") and r["question"].endswith("?") for r in what3)
+    share = _lines(run_dir / "share1_rr" / "generations.jsonl")
+    assert all(r["question"].lower().startswith("share") for r in share)
+
+
+def test_killed_eval_resumes_without_regenerating_or_rejudging(tmp_path, cache_dir):
+    run_dir = tmp_path / "eval"
+    args = [
+        "experiment=mirage_eval_tiny",
+        "cases.plain_asr=null",
+        "cases.plain_rr=null",
+        "cases.share1_rr=null",
+        "generation.batch_size=1",
+        "generation.max_new_tokens=24",
+        f"hydra.run.dir={run_dir}",
+        f"judge_cache_dir={tmp_path / 'verdicts'}",
+    ]
+    proc = subprocess.Popen(
+        eval_command(args, cache_dir),
+        cwd=REPO_ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    generations = run_dir / "what3_asr" / "generations.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if generations.is_file() and len(generations.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the evaluation finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = len(_lines(generations))
+    assert before >= 5
+    result = run_eval(args, cache_dir)
+    assert f"({before} already on disk" in result.stdout + result.stderr
+    records = _lines(generations)
+    keys = [r["key"] for r in records]
+    assert len(keys) == len(set(keys))  # nothing generated twice
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(keys) == metrics["what3_asr"]["answers"]
+    cache_files = list((tmp_path / "verdicts").glob("*.jsonl"))
+    sizes = {p: p.stat().st_size for p in cache_files}
+    run_eval(args, cache_dir)  # a third run: everything on disk, every verdict cached
+    assert {p: p.stat().st_size for p in cache_files} == sizes
+    assert json.loads((run_dir / "metrics.json").read_text())["what3_asr"] == metrics["what3_asr"]
