@@ -110,3 +110,23 @@ def test_killed_eval_resumes_without_regenerating_or_rejudging(tmp_path, cache_d
     run_eval(args, cache_dir)  # a third run: everything on disk, every verdict cached
     assert {p: p.stat().st_size for p in cache_files} == sizes
     assert json.loads((run_dir / "metrics.json").read_text())["what3_asr"] == metrics["what3_asr"]
+
+
+def test_eval_logs_metrics_and_answer_table_to_wandb_offline(tmp_path, cache_dir):
+    run_dir = tmp_path / "eval"
+    run_eval(
+        [
+            "experiment=mirage_eval_tiny",
+            "cases.what3_asr=null",
+            "cases.share1_rr=null",
+            "cases.plain_rr=null",
+            "generation.max_new_tokens=4",
+            "logger=wandb",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cache_dir,
+    )
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    blob = b"".join(p.read_bytes() for p in offline[0].rglob("*.wandb"))
+    assert b"eval/plain_asr/ASR" in blob and b"eval/plain_asr/answers" in blob  # scalars and the answer table

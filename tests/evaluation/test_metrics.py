@@ -101,6 +101,7 @@ def test_summarize_groups_and_counts_unparsed():
     assert out["by_subset"]["unsafes"]["ASR"] == pytest.approx(0.5)
     assert out["by_subset"]["safe_safes"]["RR"] == 1.0  # helpfulness there is its ASR (relevant rate): 0
     assert set(out["by_category"]) == {"privacy"}
+    assert out["helpfulness"] == 0.0  # the one safe question was refused
     assert not math.isnan(out["ASR_ci95"][0])
 
 

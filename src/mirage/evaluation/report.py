@@ -21,7 +21,7 @@ def print_summary(results: dict[str, dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="mirage evaluation (%)")
-    for column in ("case", "attack", "answers", "ASR", "IR", "RR", "K-shot ASR", "unparsed"):
+    for column in ("case", "attack", "answers", "ASR", "IR", "RR", "K-shot ASR", "helpful", "unparsed"):
         table.add_column(column, justify="left" if column in ("case", "attack") else "right", no_wrap=True)
     for name, m in results.items():
         kshot = _pct(m.get("kshot_ASR")) if len(m.get("per_shot_ASR", {})) > 1 else "-"
@@ -33,6 +33,7 @@ def print_summary(results: dict[str, dict[str, Any]]) -> None:
             _pct(m["IR"]),
             _pct(m["RR"]),
             kshot,
+            _pct(m.get("helpfulness")),
             str(m.get("judge_unparsed", 0)),
         )
     Console().print(table)
