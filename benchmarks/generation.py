@@ -15,18 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-SIZES = {
-    "tiny": {},
-    "50m": {
-        "hidden": 640,
-        "layers": 10,
-        "heads": 10,
-        "kv_heads": 10,
-        "intermediate": 1728,
-        "vision_hidden": 64,
-    },
-}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,14 +32,14 @@ def main() -> None:
     from mirage.data.synthetic import ensure_synthetic
     from mirage.evaluation.generation import GenerationConfig, generate_batch
     from mirage.models.loading import load_vlm
-    from mirage.models.tiny import TinyVLMSpec, build_tiny_vlm
+    from mirage.models.tiny import PRESETS, TinyVLMSpec, build_tiny_vlm
 
     torch.set_num_threads(2)
     cache = Path(os.environ.get("BENCH_CACHE", Path(tempfile.gettempdir()) / "mirage-bench-cache"))
     data = ensure_synthetic(cache / "datasets", seed=0)
     samples = (read_vlguard(data / "test.json") * 4)[: args.n]
     for size in args.sizes.split(","):
-        model, processor = load_vlm(build_tiny_vlm(TinyVLMSpec(**SIZES[size]), cache / "tiny_models"))
+        model, processor = load_vlm(build_tiny_vlm(TinyVLMSpec(**PRESETS[size]), cache / "tiny_models"))
         config = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         timings: dict[str, list[float]] = {"batched": [], "single": []}
         answers: dict[str, list[str]] = {}

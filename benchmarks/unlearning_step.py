@@ -25,17 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-SIZES = {
-    "tiny": {},  # 0.24M parameters, 4 decoder layers
-    "50m": {
-        "hidden": 640,
-        "layers": 10,
-        "heads": 10,
-        "kv_heads": 10,
-        "intermediate": 1728,
-        "vision_hidden": 64,
-    },
-}
 RMU_LAYER = {"tiny": 1, "50m": 2}  # about 7/32 of the depth, as LLaVA-1.5-7B's k = 7
 CONFIGS = [
     ("npo", "precompute", "lora", True, "manual"),
@@ -61,11 +50,11 @@ def child(spec: dict) -> dict:
     from mirage.methods.rmu import RMU
     from mirage.models.finetune import FinetuneSpec, apply_finetune
     from mirage.models.loading import load_vlm
-    from mirage.models.tiny import TinyVLMSpec, build_tiny_vlm
+    from mirage.models.tiny import PRESETS, TinyVLMSpec, build_tiny_vlm
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     cache = Path(spec["cache"])
-    path = build_tiny_vlm(TinyVLMSpec(**SIZES[spec["size"]]), cache / "tiny_models")
+    path = build_tiny_vlm(TinyVLMSpec(**PRESETS[spec["size"]]), cache / "tiny_models")
     data = ensure_synthetic(cache / "datasets", seed=0)
     model, processor = load_vlm(path)
     torch.manual_seed(0)

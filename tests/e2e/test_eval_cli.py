@@ -3,40 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO_ROOT
+from tests.cli import ENV, REPO_ROOT, cli_command, run_cli
 
 pytestmark = pytest.mark.slow
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def eval_command(args: list[str], cache_dir: Path) -> list[str]:
-    flags = [a for a in args if a.startswith("-")]
-    overrides = [a for a in args if not a.startswith("-")]
-    return [
-        sys.executable,
-        "-m",
-        "mirage.evaluate",
-        *flags,
-        f"paths.cache_dir={cache_dir}",
-        "extras.print_config=false",
-        *overrides,
-    ]
+    return cli_command("mirage.evaluate", args, cache_dir)
 
 
 def run_eval(args: list[str], cache_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = eval_command(args, cache_dir)
-    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=ENV)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
+    return run_cli(eval_command(args, cache_dir), check=check)
 
 
 def _lines(path: Path) -> list[dict]:

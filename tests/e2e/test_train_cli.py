@@ -3,45 +3,25 @@
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.conftest import REPO_ROOT
+from tests.cli import ENV, REPO_ROOT, cli_command, run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def train_command(args: list[str], cache_dir: Path) -> list[str]:
-    flags = [a for a in args if a.startswith("-")]  # Hydra wants --multirun before the overrides
-    overrides = [a for a in args if not a.startswith("-")]
-    return [
-        sys.executable,
-        "-m",
-        "mirage.train",
-        *flags,
-        f"paths.cache_dir={cache_dir}",
-        "extras.print_config=false",
-        "callbacks.rich_progress_bar=null",
-        *overrides,
-    ]
-
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return cli_command("mirage.train", args, cache_dir, "callbacks.rich_progress_bar=null")
 
 
 def run_train(args: list[str], cache_dir: Path, timeout: int = 240, check: bool = True):
-    cmd = train_command(args, cache_dir)
-    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
+    return run_cli(train_command(args, cache_dir), timeout=timeout, check=check)
 
 
 def _metrics_rows(run_dir: Path) -> list[dict]:

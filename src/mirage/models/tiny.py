@@ -89,6 +89,20 @@ class TinyVLMSpec:
         return f"tiny_{self.family}-{stable_hash(content)[:10]}"
 
 
+# Named sizes for benchmarks and experiments (fields of TinyVLMSpec to override).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},  # ~0.25M parameters, 4 decoder layers: tests and the demo
+    "50m": {  # ~51M parameters, 10 decoder layers: enough depth for truncation and batching to show
+        "hidden": 640,
+        "layers": 10,
+        "heads": 10,
+        "kv_heads": 10,
+        "intermediate": 1728,
+        "vision_hidden": 64,
+    },
+}
+
+
 def train_tokenizer(
     spec: TinyVLMSpec,
     *,
@@ -265,9 +279,11 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--family", default="llava", choices=sorted(_BUILDERS))
     parser.add_argument("--out", default="data/cache/tiny_models", help="cache directory")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size")
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args(argv)
-    path = build_tiny_vlm(TinyVLMSpec(family=args.family, seed=args.seed), args.out, rebuild=args.rebuild)
+    spec = TinyVLMSpec(family=args.family, seed=args.seed, **PRESETS[args.preset])
+    path = build_tiny_vlm(spec, args.out, rebuild=args.rebuild)
     print(path)
 
 
