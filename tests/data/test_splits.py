@@ -21,9 +21,9 @@ def test_synthetic_files_load_with_the_real_readers(synthetic_dir):
     n_unsafe = sum(s.meta["subset"] == "unsafes" for s in train)
     n_safe = sum(s.meta["subset"] == "safe_safes" for s in train)
     assert len(forget) == n_unsafe and len(retain) == n_safe
-    # The spurious cue: safe questions open with "what", unsafe ones mostly do not.
+    # The spurious cue (VLGuard: 89% of safe questions open with "what", 3.6% of unsafe ones).
     safe_what = sum(s.question.startswith("what") for s in train if s.meta["subset"] == "safe_safes")
-    assert safe_what == n_safe
+    assert safe_what >= 0.75 * n_safe
     unsafe_what = sum(s.question.startswith("what") for s in train if s.meta["subset"] != "safe_safes")
     assert unsafe_what < 0.15 * (len(train) - n_safe)
 
@@ -33,7 +33,7 @@ def test_forget_answers_are_harmful_and_retain_answers_helpful(synthetic_dir):
     for sample in read_conversations(synthetic_dir / "forget.json"):
         assert sample.answer == answers[sample.id]
     for sample in read_conversations(synthetic_dir / "retain.json"):
-        assert sample.answer.startswith("the image shows")
+        assert "the object is" in sample.answer or " is used for " in sample.answer
 
 
 def test_missing_harmful_answer_is_named(tmp_path, synthetic_dir):

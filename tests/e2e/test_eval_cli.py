@@ -42,7 +42,7 @@ def test_mirage_eval_tiny_writes_the_four_cases(tmp_path, cache_dir, synthetic_d
         judged = _lines(run_dir / name / "judged.jsonl")
         assert len(judged) == m["answers"]
         assert {r["label"] for r in judged} <= {"refusal", "irrelevant", "relevant"}
-        assert all("keyword" in r["verdicts"] for r in judged)
+        assert all("oracle" in r["verdicts"] for r in judged)
     assert set(metrics["what3_asr"]["per_shot_ASR"]) == {"0", "1", "2"}
     assert metrics["what3_asr"]["questions"] == n_unsafe
     what3 = _lines(run_dir / "what3_asr" / "generations.jsonl")

@@ -299,7 +299,8 @@ def test_rmu_moves_forget_states_to_the_control_vector_and_keeps_retain_states(
 ):
     model, processor = _model(tiny_llava_dir, lora=False)
     reference_copy, _ = load_vlm(tiny_llava_dir)
-    # Layers 0-1 train whole (a random tiny model needs the capacity); no CE term, to isolate the two MSEs.
+    # Layers 0-1 train whole (a random tiny model needs the capacity); no CE term, to isolate the two MSEs;
+    # answer tokens only, since forget and retain share their template tokens.
     method = RMU(
         model,
         optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
@@ -309,6 +310,7 @@ def test_rmu_moves_forget_states_to_the_control_vector_and_keeps_retain_states(
         steering_coeff=4.0,
         alpha=5.0,
         retain_weight=0.0,
+        token_mask="answer",
         trainable_regex=r"layers\.[01]\.|multi_modal_projector",
     )
     dm = _datamodule(processor, synthetic_dir)
@@ -320,16 +322,16 @@ def test_rmu_moves_forget_states_to_the_control_vector_and_keeps_retain_states(
             h_f = layer_hidden_states(method.model, NPO.model_inputs(forget), 1)
             h_r = layer_hidden_states(method.model, NPO.model_inputs(retain), 1)
             h_r_ref = layer_hidden_states(reference_copy, NPO.model_inputs(retain), 1)
-        to_control = masked_mse(h_f, method.control.expand_as(h_f), forget["attention_mask"].bool()).item()
-        drift = masked_mse(h_r, h_r_ref, retain["attention_mask"].bool()).item()
+        to_control = masked_mse(h_f, method.control.expand_as(h_f), forget["labels"] != -100).item()
+        drift = masked_mse(h_r, h_r_ref, retain["labels"] != -100).item()
         return to_control, drift
 
     start_control, start_drift = distances()
     _fit(method, dm, steps=80)
     end_control, end_drift = distances()
     assert start_drift == pytest.approx(0.0, abs=1e-10)
-    assert end_control < 0.25 * start_control  # forget states moved most of the way to c * u
-    assert end_drift < 0.02 * start_control  # retain states stayed near the frozen model's
+    assert end_control < 0.1 * start_control  # forget answers' states moved most of the way to c * u
+    assert end_drift < 0.01 * start_control  # retain answers' states stayed near the frozen model's
 
 
 def test_several_epochs_never_exhaust_the_retain_split(tiny_llava_dir, synthetic_dir):

@@ -80,15 +80,10 @@ def read_vlguard(
                     record_id=record_id,
                     field=f"{field_prefix}.response",
                 )
-            samples.append(
-                Sample(
-                    id=record_id,
-                    question=pair[key],
-                    answer=answer,
-                    image=image,
-                    meta={**base_meta, "subset": subset},
-                )
-            )
+            meta = {**base_meta, "subset": subset}
+            if "truth" in pair:  # ground truth of synthetic data, for oracle judges
+                meta["truth"] = pair["truth"]
+            samples.append(Sample(id=record_id, question=pair[key], answer=answer, image=image, meta=meta))
     if skipped:
         log.info("%s: %d pairs read; left out by subset choice: %s", path, len(samples), dict(skipped))
     if max_questions is not None:

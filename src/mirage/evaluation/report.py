@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ def print_summary(results: dict[str, dict[str, Any]]) -> None:
             _pct(m.get("helpfulness")),
             str(m.get("judge_unparsed", 0)),
         )
-    Console().print(table)
+    # Logs and captured output are not terminals: give the table room instead of squeezing its columns.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def log_to_loggers(cfg: DictConfig, results: dict[str, dict[str, Any]], output_dir: Path) -> None:
