@@ -44,7 +44,7 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
         return None
     if ckpt_path == "last":
         last = checkpoint_dir / "last.ckpt"
-        if last.is_file():
+        if last.exists():  # a file, or a folder for DeepSpeed
             return str(last)
         log.warning("ckpt_path=last but %s does not exist: starting from scratch", last)
         return None
@@ -74,9 +74,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
     if ckpt_path is not None:
-        check_checkpoint_signature(
-            read_checkpoint(ckpt_path), method.checkpoint_signature(), source=ckpt_path
-        )
+        if Path(ckpt_path).is_file():
+            check_checkpoint_signature(
+                read_checkpoint(ckpt_path), method.checkpoint_signature(), source=ckpt_path
+            )
+        else:  # DeepSpeed writes a folder of shards; Lightning checks it on load
+            log.warning("%s is a folder (DeepSpeed): mirage's checkpoint signature is not checked", ckpt_path)
         log.info("resuming from %s", ckpt_path)
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 

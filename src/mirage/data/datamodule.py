@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as L
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mirage.data.collate import VLMCollator
 from mirage.data.records import DataError, Sample
@@ -104,10 +105,21 @@ class VLMDataModule(L.LightningDataModule):
                 self.split("val")
 
     def _loader(self, name: str, shuffle: bool, train: bool) -> DataLoader:
+        dataset = self.split(name)
+        sampler = None
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            # Lightning's own distributed sampler always shuffles; ours honours `shuffle` (and Lightning
+            # leaves a loader that already has a DistributedSampler alone, calling set_epoch on it).
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            sampler = DistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=shuffle, seed=seed
+            )
         return DataLoader(
-            self.split(name),
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate_train,
             persistent_workers=self.num_workers > 0,

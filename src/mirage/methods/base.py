@@ -26,6 +26,7 @@ from mirage.methods.losses import answer_cross_entropy
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = "mirage"
+_WRAPPERS = re.compile(r"(_fsdp_wrapped_module|_checkpoint_wrapped_module)\.")
 CHECKPOINT_FORMAT = 1
 
 
@@ -128,7 +129,9 @@ class MethodModule(L.LightningModule):
         return loss
 
     def trainable_parameters(self) -> Iterable[tuple[str, nn.Parameter]]:
-        return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
+        """Trainable parameters by their plain names (FSDP / activation-checkpoint wrappers removed, so that
+        they match the keys of a full state dict and the same run's names without sharding)."""
+        return ((_WRAPPERS.sub("", n), p) for n, p in self.named_parameters() if p.requires_grad)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups; methods override to set per-group learning rates."""
