@@ -199,9 +199,3 @@ def read_conversations(
         meta.update({k: v for k, v in record.items() if k not in ("id", "image", "conversations")})
         samples.append(Sample(id=record_id, question=question, answer=answer, image=image, meta=meta))
     return samples
-
-
-def require_nonempty(samples: list[Sample], split: str, source: str | Path | None = None) -> list[Sample]:
-    if not samples:
-        raise DataError(source or split, f"the {split!r} split is empty")
-    return samples

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mirage.methods.losses import sequence_nll
-from mirage.models.families import decoder_layers, unwrap_peft
+from mirage.models.families import decoder_layers, family_of, unwrap_peft
 from mirage.models.hooks import layer_hidden_states
 from mirage.utils.hashing import file_hash, stable_hash
 
@@ -145,15 +145,9 @@ class FrozenCopy(ReferenceStrategy):
 def _truncate_layers(model: nn.Module, keep: int) -> None:
     layers = decoder_layers(model)
     if keep < len(layers):
-        parent_path, _, attr = _layers_path(model).rpartition(".")
+        parent_path, _, attr = family_of(model).decoder_layers.rpartition(".")
         parent = unwrap_peft(model).get_submodule(parent_path)
         setattr(parent, attr, nn.ModuleList(list(layers)[:keep]))
-
-
-def _layers_path(model: nn.Module) -> str:
-    from mirage.models.families import family_of
-
-    return family_of(model).decoder_layers
 
 
 class Precompute(ReferenceStrategy):

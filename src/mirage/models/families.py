@@ -8,7 +8,6 @@ LoRA, quantizes or hooks a layer asks this map instead of guessing from leaf nam
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -94,22 +93,6 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     if not isinstance(layers, nn.ModuleList):
         raise TypeError(f"{family_of(model).decoder_layers} is {type(layers).__name__}, not a ModuleList")
     return layers
-
-
-def component_modules(model: nn.Module, component: str) -> list[tuple[str, nn.Module]]:
-    """Top-level modules of one component, with their names relative to the unwrapped model."""
-    base = unwrap_peft(model)
-    spec = family_of(base)
-    return [(p, base.get_submodule(p)) for p in spec.prefixes(component)]
-
-
-def component_parameters(model: nn.Module, component: str) -> Iterable[tuple[str, nn.Parameter]]:
-    """Parameters that belong to ``component`` (longest-prefix rule; names relative to the base model)."""
-    base = unwrap_peft(model)
-    spec = family_of(base)
-    for name, param in base.named_parameters():
-        if spec.component_of(name) == component:
-            yield name, param
 
 
 # --- the families mirage knows ------------------------------------------------------------

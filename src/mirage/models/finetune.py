@@ -161,9 +161,8 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
         counts["total"] += n
         if param.requires_grad:
             counts["trainable"] += n
-            component = spec.component_of(name.replace(".base_layer", "").replace("base_model.model.", ""))
-            if component is None:  # peft's modules_to_save copies live under an extra prefix
-                component = spec.component_of(re.sub(r"\.modules_to_save\.default", "", name))
+            # LoRA weights and peft's modules_to_save copies sit under their host module's prefix.
+            component = spec.component_of(name)
             if component is not None:
                 counts[f"trainable/{component}"] += n
     return counts

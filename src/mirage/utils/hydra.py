@@ -25,14 +25,6 @@ def register_resolvers() -> None:
             return str(ensure_synthetic(cache_dir, seed=int(seed)))
 
         OmegaConf.register_new_resolver("synthetic_data", synthetic_data, use_cache=True)
-    if not OmegaConf.has_resolver("tiny_model"):
-
-        def tiny_model(cache_dir: str, family: str = "llava") -> str:
-            from mirage.models.tiny import TinyVLMSpec, build_tiny_vlm
-
-            return str(build_tiny_vlm(TinyVLMSpec(family=family), cache_dir))
-
-        OmegaConf.register_new_resolver("tiny_model", tiny_model, use_cache=True)
 
 
 def task_wrapper(task: Callable[[DictConfig], tuple[dict[str, Any], dict[str, Any]]]):
