@@ -30,8 +30,8 @@ test: $(STAMP) ## the full CPU test suite
 test-fast: $(STAMP) ## skip the slow end-to-end runs
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
-demo: $(STAMP) ## the embedded default: safety SFT of a tiny LLaVA on synthetic VLGuard-style data
-	$(BIN)/mirage-train experiment=sft_tiny seed=$(SEED)
+demo: $(STAMP) ## the embedded default: the safety mirage (SFT vs NPO / RMU) on a 1M-parameter LLaVA, CPU
+	$(BIN)/mirage-pipeline experiment=mirage_demo seed=$(SEED)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

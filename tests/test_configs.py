@@ -21,12 +21,11 @@ def _options(group: str) -> list[str]:
 
 
 def _entry(experiment: str) -> str:
-    """Evaluation experiments define `cases`; the others are training runs."""
-    return (
-        "eval.yaml"
-        if "\ncases:" in (CONFIGS / "experiment" / f"{experiment}.yaml").read_text()
-        else "train.yaml"
-    )
+    """Pipelines define `stages`, evaluation experiments `cases`; the others are training runs."""
+    text = (CONFIGS / "experiment" / f"{experiment}.yaml").read_text()
+    if "\nstages:" in text:
+        return "pipeline.yaml"
+    return "eval.yaml" if "\ncases:" in text else "train.yaml"
 
 
 def _compose(overrides: list[str], tmp_path: Path, entry: str = "train.yaml"):
@@ -43,6 +42,9 @@ def test_every_experiment_composes(experiment, tmp_path):
     entry = _entry(experiment)
     cfg = _compose([f"experiment={experiment}"], tmp_path, entry)
     assert cfg.task_name == experiment
+    if entry == "pipeline.yaml":
+        _check_pipeline(cfg, tmp_path)
+        return
     if entry == "eval.yaml":
         cases = {name: case for name, case in cfg.cases.items() if case is not None}
         assert cases, experiment
@@ -55,6 +57,28 @@ def test_every_experiment_composes(experiment, tmp_path):
         assert "_target_" in cfg[key], f"{experiment}: {key} has no _target_"
     assert cfg.task_name == experiment
     instantiate(cfg.finetune, _convert_="all")  # validates mode, components and quantization
+
+
+def _check_pipeline(cfg, tmp_path: Path) -> None:
+    """Every stage's overrides compose into a training config (parents as `model=checkpoint`), and the
+    evaluation overrides into an evaluation config; nothing is resolved (that would generate data)."""
+    from mirage.pipeline import stage_order
+
+    stages = OmegaConf.to_container(cfg.stages, resolve=False)
+    order = stage_order(stages)
+    assert set(cfg.evaluation.models) <= set(order)
+    common = OmegaConf.to_container(cfg.common_overrides, resolve=False)
+    for name in order:
+        overrides = [*stages[name]["overrides"], *common]
+        if stages[name].get("init_from"):
+            overrides += ["model=checkpoint", "model.name_or_path=/parent/hf"]
+        stage = _compose(overrides, tmp_path)
+        for key in ("model", "method", "finetune", "data", "trainer"):
+            assert "_target_" in stage[key], f"stage {name}: {key} has no _target_"
+        instantiate(stage.finetune, _convert_="all")
+    eval_overrides = [*OmegaConf.to_container(cfg.evaluation.overrides, resolve=False), "model=checkpoint"]
+    evaluation = _compose(eval_overrides, tmp_path, "eval.yaml")
+    assert all(case is None or "_target_" in case.attack for case in evaluation.cases.values())
 
 
 @pytest.mark.parametrize(
@@ -74,7 +98,7 @@ def test_every_group_option_composes(group, option, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("group", "option"), [(g, o) for g in ("attack", "judge", "benchmark") for o in _options(g)]
+    ("group", "option"), [(g, o) for g in ("attack", "judge", "benchmark", "steering") for o in _options(g)]
 )
 def test_every_eval_group_option_composes(group, option, tmp_path):
     cfg = _compose([f"{group}={option}"], tmp_path, "eval.yaml")

@@ -47,11 +47,9 @@ def runs(tmp_path):
 def test_report_lays_out_the_paper_table(runs, tmp_path):
     written = make_report([runs], tmp_path / "out")
     table = written["md"].read_text()
-    # Labels come from the sweep overrides, without paths; K-shot ASR is the attacked ASR.
-    assert (
-        "| experiment=mirage_eval_tiny tag=npo | 0.0 -> 10.0 | 5.0 -> 90.0 | 90.0 -> 10.0 "
-        "| 30.0 / 10.0 / 60.0 |" in table
-    )
+    # Labels come from the sweep overrides, without paths and without those every run shares
+    # (experiment=...); K-shot ASR is the attacked ASR.
+    assert "| tag=npo | 0.0 -> 10.0 | 5.0 -> 90.0 | 90.0 -> 10.0 | 30.0 / 10.0 / 60.0 |" in table
     assert "tag=sft | 0.0 -> 60.0" in table
     with open(written["csv"]) as handle:
         rows = list(csv.DictReader(handle))

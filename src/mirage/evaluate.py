@@ -20,6 +20,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mirage.utils import distributed as dist
 from mirage.utils.hydra import metric_value, print_config_tree, register_resolvers, task_wrapper
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def run_case(
             f"case {name}: duplicate (id, subset, attack, shot) keys; the benchmark repeats records"
         )
     todo = [s for s, k in zip(attacked, keys, strict=True) if k not in done]
+    dist.barrier()  # every rank has read what is on disk before rank 0 appends to it
     log.info(
         "case %s: %d answers (%d already on disk, %d to generate)",
         name,
@@ -63,22 +65,54 @@ def run_case(
         len(keys) - len(todo),
         len(todo),
     )
-    writer = JsonlAppender(generations)
+    writer = JsonlAppender(generations) if dist.is_main() else None
 
-    def save(batch, answers):
-        rows = [_record(s, a) for s, a in zip(batch, answers, strict=True)]
-        writer.append(rows)
+    def save(rows: list[dict[str, Any]]) -> None:
+        if writer is not None:  # rank 0 writes every rank's answers
+            writer.append(rows)
         done.update({r["key"]: r for r in rows})
 
-    if todo:
-        generate(model, processor, todo, gen_config, on_batch=save, description=f"{name}: generating")
-    records = [done[k] for k in keys]
-    judge_records(records, judges, judge_cache_dir, description=name)
-    _write_judged(case_dir / "judged.jsonl", records)
-    metrics = summarize(records)
-    metrics.update({"case": name, "attack": attack.name, "answers": len(records)})
-    write_json(case_dir / "metrics.json", metrics)
-    return metrics
+    if todo and dist.is_distributed():
+        _generate_sharded(model, processor, todo, gen_config, save)
+    elif todo:
+        generate(
+            model,
+            processor,
+            todo,
+            gen_config,
+            on_batch=lambda batch, answers: save(
+                [_record(s, a) for s, a in zip(batch, answers, strict=True)]
+            ),
+            description=f"{name}: generating",
+        )
+    metrics = None
+    if dist.is_main():  # judging and the case's files: rank 0 only; the others get its metrics
+        records = [done[k] for k in keys]
+        judge_records(records, judges, judge_cache_dir, description=name)
+        _write_judged(case_dir / "judged.jsonl", records)
+        metrics = summarize(records)
+        metrics.update({"case": name, "attack": attack.name, "answers": len(records)})
+        write_json(case_dir / "metrics.json", metrics)
+    return dist.broadcast_object(metrics)
+
+
+def _generate_sharded(model: Any, processor: Any, todo: list, gen_config: Any, save: Any) -> None:
+    """Each rank answers its round-robin share, one batch per round; after every round the answers are
+    gathered and rank 0 appends them, so a killed run resumes from whole rounds. Batched greedy decoding
+    gives the same answers as one at a time, so sharding does not change them."""
+    from mirage.evaluation.generation import generate_batch
+
+    mine = dist.shard(todo)
+    size = gen_config.batch_size
+    largest = -(-len(todo) // dist.world_size())  # rank 0's share, the largest
+    rounds = -(-largest // size)
+    for index in range(rounds):
+        batch = mine[index * size : (index + 1) * size]
+        answers = generate_batch(model, processor, batch, gen_config) if batch else []
+        rows = [_record(s, a) for s, a in zip(batch, answers, strict=True)]
+        gathered = [row for part in dist.gather_objects(rows) for row in part]
+        save(gathered)
+        log.info("round %d/%d: %d answers from %d ranks", index + 1, rounds, len(gathered), dist.world_size())
 
 
 def _record(sample: Any, answer: str) -> dict[str, Any]:
@@ -110,18 +144,23 @@ def _write_judged(path: Path, records: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-@task_wrapper
-def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Every case of ``cfg`` -> {case: metrics}; files go to ``cfg.paths.output_dir``. Under
+    torch.distributed (``torchrun``, or a DDP training job) generation is sharded across the ranks and
+    rank 0 alone writes; every rank returns the same metrics."""
     import lightning.pytorch as L
 
     from mirage.evaluation.generation import GenerationConfig
-    from mirage.evaluation.report import log_to_loggers, print_summary
     from mirage.evaluation.results import write_json
 
+    dist.init_from_env()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     model, processor = instantiate(cfg.model, _convert_="all")
+    _to_rank_device(model)
+    if cfg.get("steering") is not None:  # an inference-time hook for the whole run (configs/steering/)
+        instantiate(cfg.steering).attach(model, processor)
     gen_config = GenerationConfig(**OmegaConf.to_container(cfg.generation, resolve=True))
     judges = [instantiate(j) for j in cfg.judges.values() if j is not None]
     if not cfg.cases:
@@ -133,19 +172,46 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         results[name] = run_case(
             name, case, model, processor, judges, gen_config, output_dir, Path(cfg.judge_cache_dir)
         )
-    write_json(output_dir / "metrics.json", results)
-    print_summary(results)
-    log_to_loggers(cfg, results, output_dir)
-    flat = {
-        f"{case}/{k}": v for case, m in results.items() for k, v in m.items() if isinstance(v, (int, float))
+    if dist.is_main():
+        write_json(output_dir / "metrics.json", results)
+    return results
+
+
+def flat_metrics(results: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, float]:
+    """``{"<prefix><case>/<metric>": value}`` for every numeric metric (what sweepers and loggers take)."""
+    return {
+        f"{prefix}{case}/{k}": float(v)
+        for case, m in results.items()
+        for k, v in m.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
+
+
+def _to_rank_device(model: Any) -> None:
+    """Under torchrun on GPUs each rank answers on its own GPU (a model left on the CPU is moved there)."""
+    import torch
+
+    if dist.is_distributed() and torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
+        model.to(f"cuda:{torch.cuda.current_device()}")
+
+
+@task_wrapper
+def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    from mirage.evaluation.report import log_to_loggers, print_summary
+    from mirage.utils.objective import add_objective
+
+    results = run_evaluation(cfg)
+    flat = add_objective(flat_metrics(results), cfg.get("objective"))
+    if dist.is_main():
+        print_summary(results)
+        log_to_loggers(cfg, results, Path(cfg.paths.output_dir))
     return flat, {"results": results}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval.yaml")
 def main(cfg: DictConfig) -> float | None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if cfg.get("extras", {}).get("print_config", True):
+    if cfg.get("extras", {}).get("print_config", True) and os.environ.get("RANK", "0") == "0":
         print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.yaml")
     metrics, _ = evaluate(cfg)
     return metric_value(metrics, cfg.get("optimized_metric")) if not metrics.get("failed") else None

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 PAPER_CASES = ("plain_asr", "what3_asr", "plain_rr", "share1_rr")
-_SKIP_OVERRIDE_PREFIXES = ("paths.", "hydra.", "extras.", "callbacks.", "logger")
+_SKIP_OVERRIDE_PREFIXES = ("paths.", "hydra.", "hydra/", "extras.", "callbacks.", "logger", "evaluate.")
 
 
 def _is_eval_metrics(payload: Any) -> bool:
@@ -47,17 +47,38 @@ def find_runs(roots: list[Path]) -> tuple[list[Path], list[Path]]:
     return list(dict.fromkeys(evals)), list(dict.fromkeys(trains))
 
 
+def _owner(run_dir: Path) -> Path:
+    """The Hydra job folder a run belongs to: itself, or for an evaluation that a training run made of its
+    own export (``<run>/eval``, ``evaluate:`` in train.yaml) the training run."""
+    if not (run_dir / ".hydra").is_dir() and (run_dir.parent / ".hydra").is_dir():
+        return run_dir.parent
+    return run_dir
+
+
+def run_overrides(run_dir: Path) -> list[str]:
+    """The Hydra overrides of the job a run belongs to, without paths, logging and Hydra's own."""
+    overrides = _owner(run_dir) / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
+        return []
+    items = [line.strip()[2:] for line in overrides.read_text().splitlines() if line.strip().startswith("- ")]
+    return [i for i in items if not i.startswith(_SKIP_OVERRIDE_PREFIXES)]
+
+
+def run_labels(runs: list[Path]) -> list[str]:
+    """One label per run: its overrides minus those every run shares (what a sweep point changes), else
+    the job folder's name."""
+    overrides = [run_overrides(run) for run in runs]
+    shared = set.intersection(*map(set, overrides)) if len(runs) > 1 else set()
+    labels = []
+    for run, items in zip(runs, overrides, strict=True):
+        kept = [i for i in items if i not in shared]
+        labels.append(" ".join(kept) if kept else _owner(run).name)
+    return labels
+
+
 def run_label(run_dir: Path) -> str:
     """The run's Hydra overrides that matter (a sweep point), else its folder name."""
-    overrides = run_dir / ".hydra" / "overrides.yaml"
-    if overrides.is_file():
-        items = [
-            line.strip()[2:] for line in overrides.read_text().splitlines() if line.strip().startswith("- ")
-        ]
-        kept = [i for i in items if not i.startswith(_SKIP_OVERRIDE_PREFIXES)]
-        if kept:
-            return " ".join(kept)
-    return run_dir.name
+    return run_labels([run_dir])[0]
 
 
 def _pct(value: Any) -> str:
@@ -67,15 +88,48 @@ def _pct(value: Any) -> str:
 def build_rows(evals: list[Path], labels: list[str] | None) -> list[dict[str, Any]]:
     """One long-format row per (run, case, metric)."""
     rows = []
+    default_labels = run_labels(evals)
     for index, run in enumerate(evals):
-        label = labels[index] if labels and index < len(labels) else run_label(run)
+        label = labels[index] if labels and index < len(labels) else default_labels[index]
         for case, metrics in json.loads((run / "metrics.json").read_text()).items():
             for key in ("ASR", "IR", "RR", "kshot_ASR", "lenient_ASR", "helpfulness", "n", "judge_unparsed"):
                 if key in metrics:
                     rows.append(
                         {"run": label, "case": case, "metric": key, "value": metrics[key], "dir": str(run)}
                     )
+        objective = _training_objective(run)
+        if objective is not None:
+            rows.append(
+                {"run": label, "case": "", "metric": "objective", "value": objective, "dir": str(run)}
+            )
     return rows
+
+
+def _training_objective(run: Path) -> float | None:
+    """The sweep objective a train-then-evaluate job returned (its ``metrics.json``), if any."""
+    owner = _owner(run)
+    path = owner / "metrics.json"
+    if owner == run or not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("objective")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def objective_table(rows: list[dict[str, Any]]) -> str:
+    """Sweep points by their objective, best (lowest) first; empty when no run declared one."""
+    points = sorted((r["value"], r["run"]) for r in rows if r["metric"] == "objective")
+    if not points:
+        return ""
+    lines = ["## sweep objective (lower is better)", "", "| run | objective |", "|---|---|"]
+    lines += [f"| {run} | {value:.4f} |" for value, run in points]
+    return "\n".join(lines) + "\n"
+
+
+def _cases(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["case"] for r in rows if r["case"]))
 
 
 def _lookup(rows: list[dict], run: str, case: str, metric: str) -> Any:
@@ -86,7 +140,7 @@ def _lookup(rows: list[dict], run: str, case: str, metric: str) -> Any:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     runs = list(dict.fromkeys(r["run"] for r in rows))
-    cases = list(dict.fromkeys(r["case"] for r in rows))
+    cases = _cases(rows)
     lines = []
     if all(c in cases for c in PAPER_CASES):
         lines += [
@@ -132,7 +186,7 @@ def plot_cases(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = list(dict.fromkeys(r["run"] for r in rows))
-    cases = list(dict.fromkeys(r["case"] for r in rows))
+    cases = _cases(rows)
     fig, axes = plt.subplots(1, len(cases), figsize=(3.2 * len(cases) + 1, 3.8), sharey=True, squeeze=False)
     colours = {"ASR": "#d62728", "IR": "#bbbbbb", "RR": "#1f77b4"}
     for ax, case in zip(axes[0], cases, strict=True):
@@ -159,7 +213,7 @@ def plot_losses(train_runs: list[Path], path: Path) -> bool:
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     drawn = False
-    for run in train_runs:
+    for run, label in zip(train_runs, run_labels(train_runs), strict=True):
         with open(run / "csv" / "metrics.csv") as handle:
             points = [
                 (int(r["step"]), float(r["train/loss"]))
@@ -167,7 +221,7 @@ def plot_losses(train_runs: list[Path], path: Path) -> bool:
                 if r.get("train/loss")
             ]
         if points:
-            ax.plot(*zip(*points, strict=True), label=run_label(run)[:40])
+            ax.plot(*zip(*points, strict=True), label=label[:40])
             drawn = True
     if drawn:
         ax.set_xlabel("step")
@@ -199,7 +253,10 @@ def make_report(
             writer.writeheader()
             writer.writerows(rows)
         written["md"] = out_dir / "report.md"
-        written["md"].write_text("# mirage report\n\n" + markdown_table(rows))
+        sweep = objective_table(rows)
+        written["md"].write_text(
+            "# mirage report\n\n" + markdown_table(rows) + ("\n" + sweep if sweep else "")
+        )
         written["png"] = out_dir / "report.png"
         plot_cases(rows, written["png"])
     if trains and plot_losses(trains, out_dir / "loss_curves.png"):
@@ -207,12 +264,16 @@ def make_report(
     return written
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mirage-report", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run or multirun folders")
     parser.add_argument("--out", default="reports/latest", help="where report.md/.csv/.png go")
     parser.add_argument("--labels", help="comma-separated names for the evaluation runs, in order")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     written = make_report(args.runs, args.out, args.labels.split(",") if args.labels else None)
     if "md" in written:
         print(written["md"].read_text())

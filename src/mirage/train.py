@@ -1,8 +1,11 @@
-"""``mirage-train``: load a VLM, make it trainable, run a method on a datamodule, export an HF directory.
+"""``mirage-train``: load a VLM, make it trainable, run a method on a datamodule, export an HF directory,
+and optionally evaluate that export in the same job (``evaluate.experiment``).
 
 mirage-train experiment=sft_tiny
 mirage-train -m finetune=full,lora method.optimizer.lr=1e-4,3e-4
 mirage-train experiment=sft_tiny hydra.run.dir=<killed run dir> ckpt_path=last   # resume
+mirage-train -m experiment=unlearn_eval_tiny method=npo,rmu method.optimizer.lr=1e-4,1e-3  # train, then eval
+mirage-train -m experiment=npo_tiny hparams_search=npo_optuna_tiny             # Optuna on the objective
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     from mirage.methods.base import check_checkpoint_signature, read_checkpoint
     from mirage.models.finetune import count_parameters
-    from mirage.utils.logging import log_run_metadata
+    from mirage.utils.export import GatherForExport
+    from mirage.utils.logging import log_export_artifact, log_run_metadata
+    from mirage.utils.objective import OBJECTIVE_KEY, add_objective
 
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -65,12 +70,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     method = instantiate(cfg.method, model=model, processor=processor)
     datamodule = instantiate(cfg.data, processor=processor, train_splits=method.train_splits)
     callbacks = instantiate_list(cfg.get("callbacks"), "callback")
+    if cfg.get("export_hf", True):
+        callbacks.append(GatherForExport())  # full weights for the export under FSDP / ZeRO-3
     loggers = instantiate_list(cfg.get("logger"), "logger")
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     params = count_parameters(model)
     log.info("parameters: %s", params)
-    log_run_metadata(trainer, cfg, params)
+    log_run_metadata(trainer.loggers, cfg, params)
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
     if ckpt_path is not None:
@@ -85,11 +92,28 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["trainable_params"] = params["trainable"]
+    hf_dir = output_dir / "hf"
     if cfg.get("export_hf", True) and trainer.is_global_zero:
-        method.save_pretrained(output_dir / "hf", extra={"config": OmegaConf.to_container(cfg.model)})
+        method.save_pretrained(hf_dir, extra={"config": OmegaConf.to_container(cfg.model)})
+        log_export_artifact(trainer.loggers, hf_dir)
+    spec = cfg.get("evaluate")
+    if spec is not None and spec.get("experiment"):
+        if not cfg.get("export_hf", True):
+            raise ValueError("evaluate.experiment needs export_hf=true: it evaluates the exported hf/ dir")
+        from mirage.utils.eval_after_train import evaluate_export
+
+        trainer.strategy.barrier()  # the export is complete before any rank loads it
+        loggers_here = trainer.loggers if trainer.is_global_zero else []
+        metrics.update(evaluate_export(spec, cfg, hf_dir, loggers_here, step=trainer.global_step))
+    add_objective(metrics, cfg.get("objective"))
     if trainer.is_global_zero:
         import json
 
+        if OBJECTIVE_KEY in metrics:
+            for logger in trainer.loggers:  # a W&B sweep reads it from the run's summary
+                logger.log_metrics({OBJECTIVE_KEY: metrics[OBJECTIVE_KEY]}, step=trainer.global_step)
+        for logger in trainer.loggers:
+            logger.save()
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics, {"trainer": trainer, "method": method, "datamodule": datamodule}
 

@@ -20,7 +20,11 @@ def test_synthetic_files_load_with_the_real_readers(synthetic_dir):
     retain = read_conversations(synthetic_dir / "retain.json")
     n_unsafe = sum(s.meta["subset"] == "unsafes" for s in train)
     n_safe = sum(s.meta["subset"] == "safe_safes" for s in train)
-    assert len(forget) == n_unsafe and len(retain) == n_safe
+    # Retain: the safe images' safe questions, topped up to twice their number with safe general data.
+    assert len(forget) == n_unsafe and len(retain) == 2 * n_safe
+    safe_ids = {s.id for s in train if s.meta["subset"] == "safe_safes"}
+    assert {s.id for s in retain[:n_safe]} == safe_ids
+    assert all(s.id.startswith("base_") and not s.meta["truth"]["unsafe"] for s in retain[n_safe:])
     # The spurious cue (VLGuard: 89% of safe questions open with "what", 3.6% of unsafe ones).
     safe_what = sum(s.question.startswith("what") for s in train if s.meta["subset"] == "safe_safes")
     assert safe_what >= 0.75 * n_safe

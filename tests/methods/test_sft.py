@@ -130,3 +130,25 @@ def test_checkpoint_signature_refuses_the_wrong_kind(tiny_llava, tmp_path):
     junk.write_bytes(b"definitely not a checkpoint")
     with pytest.raises(CheckpointMismatchError, match=r"junk\.ckpt: cannot be read"):
         read_checkpoint(junk)
+
+
+def test_mixed_sft_loss_is_the_weighted_mean_of_its_splits(tiny_llava, synthetic_dir, processor):
+    model, _ = tiny_llava
+    collate = VLMCollator(processor)
+    batch = {
+        "base": collate(read_conversations(synthetic_dir / "base.json")[:3]),
+        "retain": collate(read_conversations(synthetic_dir / "retain.json")[:4]),
+    }
+    method = SFT(
+        apply_finetune(model, FinetuneSpec()),
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+        split=["base", "retain"],
+        split_weights={"retain": 3.0},
+    )
+    assert method.train_splits == ("base", "retain")
+    terms = method.compute_loss(batch)
+    base, retain = method.answer_loss(batch["base"]), method.answer_loss(batch["retain"])
+    assert torch.allclose(terms["base_loss"], base) and torch.allclose(terms["retain_loss"], retain)
+    assert torch.allclose(terms["loss"], (1.0 * base + 3.0 * retain) / 4.0)
+    with pytest.raises(ValueError, match="forget"):
+        SFT(model, optimizer=torch.optim.AdamW, split=["base"], split_weights={"forget": 1.0})

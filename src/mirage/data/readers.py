@@ -6,7 +6,9 @@ import logging
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mirage.data.records import DataError, Sample, load_json_records, require, resolve_image
 
@@ -145,8 +147,13 @@ def read_conversations(
     *,
     check_images: bool = True,
     answer_in_prompt: bool = False,
+    where: dict[str, Any] | None = None,
 ) -> list[Sample]:
     """Samples of a LLaVA conversation file (``id``, optional ``image``, ``conversations``).
+
+    ``where`` keeps only records whose extra fields match, by dotted path, a value or any of a list of
+    values: ``{"truth.unsafe": False, "opener": ["what", "can"]}`` keeps the synthetic world's safe
+    requests phrased as questions.
 
     The last human/gpt exchange is the sample's question and answer; earlier exchanges are
     kept as context in ``meta['history']``. ``answer_in_prompt`` appends the answer to the
@@ -174,14 +181,14 @@ def read_conversations(
         for turn_index in range(0, len(turns), 2):
             human, gpt = turns[turn_index], turns[turn_index + 1]
             for offset, (turn, role) in enumerate(((human, "human"), (gpt, "gpt"))):
-                where = f"conversations[{turn_index + offset}]"
+                turn_field = f"conversations[{turn_index + offset}]"
                 if not isinstance(turn, dict) or turn.get("from") != role:
                     raise DataError(
                         path,
                         f"expected a turn from {role!r}",
                         index=index,
                         record_id=record_id,
-                        field=f"{where}.from",
+                        field=f"{turn_field}.from",
                     )
                 if not isinstance(turn.get("value"), str) or not turn["value"].strip():
                     raise DataError(
@@ -189,7 +196,7 @@ def read_conversations(
                         "expected a non-empty string",
                         index=index,
                         record_id=record_id,
-                        field=f"{where}.value",
+                        field=f"{turn_field}.value",
                     )
             exchanges.append((_IMAGE_TAG.sub(" ", human["value"]).strip(), gpt["value"]))
         question, answer = exchanges[-1]
@@ -197,5 +204,19 @@ def read_conversations(
             question = f"{question}\n{answer}"
         meta = {"source": str(path), "index": index, "history": exchanges[:-1]}
         meta.update({k: v for k, v in record.items() if k not in ("id", "image", "conversations")})
+        if where and not _matches(meta, where):
+            continue
         samples.append(Sample(id=record_id, question=question, answer=answer, image=image, meta=meta))
     return samples
+
+
+def _matches(meta: dict[str, Any], where: dict[str, Any]) -> bool:
+    for path, expected in where.items():
+        value: Any = meta
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        # Hydra passes lists as ListConfig: any non-string sequence is a set of allowed values.
+        allowed = expected if isinstance(expected, Sequence) and not isinstance(expected, str) else [expected]
+        if value not in allowed:
+            return False
+    return True

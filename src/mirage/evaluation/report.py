@@ -46,8 +46,20 @@ def log_to_loggers(cfg: DictConfig, results: dict[str, dict[str, Any]], output_d
     from mirage.utils.hydra import instantiate_list
 
     loggers = instantiate_list(cfg.get("logger"), "logger")
-    if not loggers:
-        return
+    if loggers:
+        send_to_loggers(loggers, results, output_dir)
+        for logger in loggers:
+            logger.finalize("success")
+
+
+def send_to_loggers(
+    loggers: list[Any], results: dict[str, dict[str, Any]], output_dir: Path, step: int = 0
+) -> None:
+    """Scalars as ``eval/<case>/<metric>``; for W&B also each case's answers with their verdicts, as a
+    table (``output_dir/<case>/judged.jsonl``). Used by mirage-eval and by training runs that evaluate
+    their own export."""
+    from lightning.pytorch.loggers import WandbLogger
+
     scalars = {
         f"eval/{case}/{k}": float(v)
         for case, m in results.items()
@@ -55,8 +67,8 @@ def log_to_loggers(cfg: DictConfig, results: dict[str, dict[str, Any]], output_d
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
     for logger in loggers:
-        logger.log_metrics(scalars, step=0)
-        if type(logger).__name__ == "WandbLogger":
+        logger.log_metrics(scalars, step=step)
+        if isinstance(logger, WandbLogger):
             for case in results:
                 rows = [
                     json.loads(line) for line in (output_dir / case / "judged.jsonl").read_text().splitlines()
@@ -64,4 +76,3 @@ def log_to_loggers(cfg: DictConfig, results: dict[str, dict[str, Any]], output_d
                 columns = ["id", "shot", "subset", "attack", "question", "answer", "label", "verdicts"]
                 data = [[str(r.get(c)) if c == "verdicts" else r.get(c) for c in columns] for r in rows]
                 logger.log_table(key=f"eval/{case}/answers", columns=columns, data=data)
-        logger.finalize("success")

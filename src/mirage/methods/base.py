@@ -166,10 +166,14 @@ class MethodModule(L.LightningModule):
 
     # --- export ---------------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Write an HF directory: full weights, or the LoRA adapter (for ``PeftModel.from_pretrained``)."""
+        """Write an HF directory: full weights, or the LoRA adapter (for ``PeftModel.from_pretrained``).
+
+        Under FSDP / DeepSpeed ZeRO-3 the local parameters are shards: ``mirage.utils.export.GatherForExport``
+        then leaves the gathered full state dict in ``export_state_dict``, and that is what gets written."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out_dir, safe_serialization=True)
+        state_dict = getattr(self, "export_state_dict", None)
+        self.model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
         if self.processor is not None:
             self.processor.save_pretrained(out_dir)
         meta = {**self.checkpoint_signature(), **(extra or {})}

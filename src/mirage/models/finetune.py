@@ -32,6 +32,8 @@ class LoraSpec:
     target_modules: str = "q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"
     # What happens to the projector: frozen, LoRA-adapted, or fully trained (peft modules_to_save).
     projector: str = "frozen"
+    # Also adapt the vision tower's matching linear layers (the narrow fine-tuning study's geometry).
+    vision_tower: bool = False
     bias: str = "none"
     use_rslora: bool = False
 
@@ -67,8 +69,11 @@ class FinetuneSpec:
             raise ValueError("a quantized model can only be trained with adapters: use finetune=qlora")
 
 
-def lora_target_modules(model: nn.Module, leaf_regex: str, include_projector: bool = False) -> list[str]:
-    """Full names of the linear layers LoRA should wrap: language model only, plus the projector if asked."""
+def lora_target_modules(
+    model: nn.Module, leaf_regex: str, include_projector: bool = False, include_vision: bool = False
+) -> list[str]:
+    """Full names of the linear layers LoRA should wrap: language model only, plus the projector and the
+    vision tower's leaf-matching layers if asked."""
     base = unwrap_peft(model)
     spec = family_of(base)
     leaf = re.compile(rf"(?:{leaf_regex})")
@@ -77,11 +82,12 @@ def lora_target_modules(model: nn.Module, leaf_regex: str, include_projector: bo
         if not isinstance(module, nn.Linear):  # bitsandbytes' Linear4bit / Linear8bitLt subclass nn.Linear
             continue
         component = spec.component_of(name)
+        leaf_match = bool(leaf.fullmatch(name.rsplit(".", 1)[-1]))
         if (
-            component == "language_model"
-            and not name.startswith("lm_head")
-            and leaf.fullmatch(name.rsplit(".", 1)[-1])
-        ) or (component == "projector" and include_projector):
+            (component == "language_model" and not name.startswith("lm_head") and leaf_match)
+            or (component == "projector" and include_projector)
+            or (component == "vision_tower" and include_vision and leaf_match)
+        ):
             targets.append(name)
     if not targets:
         raise ValueError(
@@ -129,7 +135,12 @@ def apply_finetune(model: nn.Module, finetune: FinetuneSpec | dict[str, Any]) ->
     elif spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    targets = lora_target_modules(model, lora.target_modules, include_projector=lora.projector == "lora")
+    targets = lora_target_modules(
+        model,
+        lora.target_modules,
+        include_projector=lora.projector == "lora",
+        include_vision=lora.vision_tower,
+    )
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,

@@ -17,14 +17,38 @@ log = logging.getLogger(__name__)
 
 def register_resolvers() -> None:
     """OmegaConf resolvers used by mirage's configs (idempotent)."""
+    _register_wandb_resolvers()
     if not OmegaConf.has_resolver("synthetic_data"):
 
-        def synthetic_data(cache_dir: str, seed: int = 0) -> str:
+        def synthetic_data(cache_dir: str, seed: int = 0, *sizes: int) -> str:
+            """``${synthetic_data:<cache dir>,<seed>[,n_train,n_test,n_base]}``: the generated folder."""
             from mirage.data.synthetic import ensure_synthetic
 
-            return str(ensure_synthetic(cache_dir, seed=int(seed)))
+            names = ("n_train", "n_test", "n_base")
+            if len(sizes) > len(names):
+                raise ValueError(f"synthetic_data takes at most {2 + len(names)} arguments")
+            fields = {name: int(value) for name, value in zip(names, sizes, strict=False)}
+            return str(ensure_synthetic(cache_dir, seed=int(seed), **fields))
 
         OmegaConf.register_new_resolver("synthetic_data", synthetic_data, use_cache=True)
+    if not OmegaConf.has_resolver("synthetic_corpus"):
+
+        def synthetic_corpus() -> list[str]:
+            """``${synthetic_corpus:}``: the synthetic world's phrases, for a tiny model's tokenizer."""
+            from mirage.data.synthetic import corpus
+
+            return corpus()
+
+        OmegaConf.register_new_resolver("synthetic_corpus", synthetic_corpus, use_cache=True)
+
+
+def _register_wandb_resolvers() -> None:
+    """``wandb_group``, ``wandb_name``, ``wandb_job_type``, ``wandb_tags`` (configs/logger/wandb.yaml)."""
+    from mirage.utils import logging as run_logging
+
+    for name in ("wandb_group", "wandb_name", "wandb_job_type", "wandb_tags"):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, getattr(run_logging, name))
 
 
 def task_wrapper(task: Callable[[DictConfig], tuple[dict[str, Any], dict[str, Any]]]):

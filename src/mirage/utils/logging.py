@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -51,16 +52,49 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
-def log_run_metadata(trainer: Any, cfg: DictConfig, params: dict[str, int]) -> None:
-    """Send the resolved config, parameter counts, versions and commit to every logger."""
-    if not trainer.loggers:
-        return
+def run_metadata(cfg: DictConfig, params: dict[str, int] | None = None) -> dict[str, Any]:
+    """The resolved config plus ``versions``, ``git_commit`` and ``hydra`` (job, overrides, sweep dir)."""
     hparams: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    hparams["params"] = params
+    if params is not None:
+        hparams["params"] = params
     hparams["versions"] = package_versions()
     hparams["git_commit"] = git_commit()
-    for logger in trainer.loggers:
+    hparams["hydra"] = hydra_job_info()
+    return hparams
+
+
+def log_run_metadata(loggers: list[Any], cfg: DictConfig, params: dict[str, int] | None = None) -> None:
+    """Send the resolved config, parameter counts, versions and commit to every logger."""
+    if not loggers:
+        return
+    hparams = run_metadata(cfg, params)
+    for logger in loggers:
         logger.log_hyperparams(hparams)
+
+
+def hydra_job_info() -> dict[str, Any]:
+    """The Hydra job's name, overrides and (in a multirun) sweep folder and job number; {} outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized():
+            return {}
+        hc = HydraConfig.get()
+        info: dict[str, Any] = {"job_name": hc.job.name, "overrides": list(hc.overrides.task)}
+        if hc.mode == RunMode.MULTIRUN:
+            info.update(sweep_dir=str(hc.sweep.dir), job_num=hc.job.num)
+        return info
+    except Exception:  # a half-initialised Hydra must not stop a run from logging
+        return {}
+
+
+def log_export_artifact(loggers: list[Any], hf_dir: Path) -> None:
+    """Upload the exported ``hf/`` dir as a W&B model artifact, for W&B loggers built with
+    ``log_export=True`` (offline runs keep it until ``wandb sync``)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger.log_export:
+            logger.log_directory(hf_dir, kind="model")
 
 
 def wandb_has_credentials() -> bool:
@@ -74,14 +108,40 @@ def wandb_has_credentials() -> bool:
         return False
 
 
-def wandb_logger(mode: str = "auto", **kwargs: Any):
-    """Lightning's ``WandbLogger``; ``mode`` is ``auto`` (online with credentials, else offline),
-    ``online``, ``offline`` or ``disabled``. An explicit ``WANDB_MODE`` in the environment wins."""
-    from lightning.pytorch.loggers import WandbLogger
+_LEGACY_MODES = {"dryrun": "offline", "run": "online"}
 
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's ``WandbLogger`` that can also log a directory (the HF export) as an artifact."""
+
+    def __init__(
+        self, *args: Any, log_export: bool = False, log_model: bool | str = False, **kwargs: Any
+    ) -> None:
+        # Lightning refuses log_model in offline mode, yet an offline W&B run records artifacts and uploads
+        # them at `wandb sync`: set the flag after Lightning's check.
+        super().__init__(*args, log_model=False, **kwargs)
+        self._log_model = log_model
+        self.log_export = log_export
+
+    def log_directory(self, path: Path, kind: str = "model") -> None:
+        import wandb
+
+        run = self.experiment
+        artifact = wandb.Artifact(name=f"hf-{run.id}", type=kind, metadata={"path": str(path)})
+        artifact.add_dir(str(path))
+        run.log_artifact(artifact, aliases=["latest"])
+        log.info("logged %s as W&B artifact %s", path, artifact.name)
+
+
+def wandb_logger(mode: str = "auto", log_export: bool = False, **kwargs: Any) -> WandbLogger:
+    """Lightning's ``WandbLogger``; ``mode`` is ``auto`` (online with credentials, else offline),
+    ``online``, ``offline`` or ``disabled``. An explicit ``WANDB_MODE`` in the environment wins.
+    ``log_model`` (Lightning's) uploads checkpoints, ``log_export`` the final ``hf/`` dir, as artifacts."""
     env_mode = os.environ.get("WANDB_MODE")
     if env_mode:
-        mode = env_mode
+        # wandb itself sets WANDB_MODE to its legacy names (dryrun, run) once a run has started, so the
+        # second job of a multirun in the same process reads those.
+        mode = _LEGACY_MODES.get(env_mode, env_mode)
     elif mode == "auto":
         mode = "online" if wandb_has_credentials() else "offline"
     if mode not in ("online", "offline", "disabled"):
@@ -92,4 +152,51 @@ def wandb_logger(mode: str = "auto", **kwargs: Any):
     log.info("W&B logging %s", mode)
     if mode == "disabled":
         return WandbLogger(mode="disabled", **kwargs)
-    return WandbLogger(offline=mode == "offline", **kwargs)
+    return WandbLogger(offline=mode == "offline", log_export=log_export, **kwargs)
+
+
+# --- W&B run fields from the Hydra job (resolvers, registered by mirage.utils.hydra.register_resolvers) ---
+_JOB_TYPES = {"train": "train", "evaluate": "eval"}
+_UNTAGGED = ("paths.", "hydra.", "hydra/", "extras.", "logger", "callbacks.", "evaluate.")
+
+
+def _hydra_job() -> Any:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized():
+            hc = HydraConfig.get()
+            return hc, hc.mode == RunMode.MULTIRUN
+    except Exception:  # pragma: no cover - composing outside a Hydra app
+        pass
+    return None, False
+
+
+def wandb_group() -> str:
+    """``${wandb_group:}``: a multirun's sweep folder name, so every job of one sweep is one W&B group."""
+    hc, multirun = _hydra_job()
+    return Path(str(hc.sweep.dir)).name if multirun else ""
+
+
+def wandb_name(task_name: str) -> str:
+    """``${wandb_name:${task_name}}``: the task name, plus ``-<job number>`` in a multirun."""
+    hc, multirun = _hydra_job()
+    return f"{task_name}-{hc.job.num}" if multirun else str(task_name)
+
+
+def wandb_job_type() -> str:
+    """``${wandb_job_type:}``: ``train`` or ``eval`` after the entry point (its Hydra job name)."""
+    hc, _ = _hydra_job()
+    name = str(hc.job.name) if hc is not None else "run"
+    return _JOB_TYPES.get(name, name)
+
+
+def wandb_tags(tags: Any) -> list[str]:
+    """``${wandb_tags:${tags}}``: the config's tags, plus a multirun job's own overrides (e.g. ``method=npo``,
+    W&B's 64-character limit applied) so that sweep points can be filtered by tag."""
+    out = [str(t) for t in (tags or [])]
+    hc, multirun = _hydra_job()
+    if multirun:
+        out += [o[:64] for o in hc.overrides.task if not o.startswith(_UNTAGGED)]
+    return list(dict.fromkeys(out))

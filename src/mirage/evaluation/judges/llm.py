@@ -69,17 +69,16 @@ _FIELDS = {"question", "answer"}
 _DECORATION = " \t\r\n*-_#>\"'`•·"
 
 
-def check_template(template: str) -> None:
-    """Fail early, naming the field, when a template uses fields other than {question} and {answer}."""
+def check_template(template: str, allowed: frozenset[str] | set[str] = _FIELDS) -> None:
+    """Fail early, naming the field, when a template uses fields other than ``allowed``."""
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as err:
         raise ValueError(f"bad judge prompt template ({err}); write literal braces as {{{{ and }}}}") from err
-    unknown = fields - _FIELDS
+    unknown = fields - set(allowed)
     if unknown:
-        raise ValueError(
-            f"judge prompt template uses unknown fields {sorted(unknown)}; allowed: {{question}}, {{answer}}"
-        )
+        names = ", ".join(f"{{{name}}}" for name in sorted(allowed))
+        raise ValueError(f"judge prompt template uses unknown fields {sorted(unknown)}; allowed: {names}")
     if "answer" not in fields:
         raise ValueError("judge prompt template must contain {answer}")
 
@@ -99,6 +98,7 @@ class LLMJudge(Judge):
 
     name = "llm"
     default_prompt = ""
+    template_fields: frozenset[str] = frozenset({"question", "answer"})  # subclasses may allow more
 
     def __init__(
         self,
@@ -113,7 +113,7 @@ class LLMJudge(Judge):
         model_and_processor: tuple[Any, Any] | None = None,
     ) -> None:
         self.prompt = prompt if prompt is not None else self.default_prompt
-        check_template(self.prompt)
+        check_template(self.prompt, self.template_fields)
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size = int(batch_size)
         self.use_image = bool(use_image)

@@ -21,10 +21,15 @@ from typing import Any
 
 from mirage.evaluation.judges.base import Judge, JudgeInput
 from mirage.evaluation.judges.llm import LLMHarmJudge, LLMJudge, LLMRelevanceJudge
+from mirage.evaluation.judges.misalignment import LLMMisalignmentJudge
 
 log = logging.getLogger(__name__)
 
-KINDS: dict[str, type[LLMJudge]] = {"relevance": LLMRelevanceJudge, "harm": LLMHarmJudge}
+KINDS: dict[str, type[LLMJudge]] = {
+    "relevance": LLMRelevanceJudge,
+    "harm": LLMHarmJudge,
+    "misalignment": LLMMisalignmentJudge,  # 0-100 vs the base model's answer (reference section 8)
+}
 # Worth retrying: rate limits and overloaded or restarting servers.
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 
@@ -40,7 +45,7 @@ def image_data_url(path: str | Path) -> str:
 
 
 class OpenAICompatibleJudge(Judge):
-    """Relevance (``kind="relevance"``) or harm (``kind="harm"``) judging via ``{base_url}/chat/completions``.
+    """Relevance, harm or misalignment (``kind``) judging via ``{base_url}/chat/completions``.
 
     ``base_url`` includes the API version, e.g. ``http://127.0.0.1:8000/v1``. Requests use
     temperature 0 and ``max_tokens``; the image, when ``use_image`` is set and the input has one,

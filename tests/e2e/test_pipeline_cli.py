@@ -1,0 +1,59 @@
+"""mirage-pipeline: stages run in dependency order, are cached by config hash, and end in a report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tests.cli import cli_command, run_cli
+
+from mirage.pipeline import stage_order
+
+
+def test_stage_order_puts_parents_first_and_rejects_cycles():
+    stages = {"npo": {"init_from": "base"}, "base": {"init_from": "vision"}, "vision": {}}
+    assert stage_order(stages) == ["vision", "base", "npo"]
+    with pytest.raises(ValueError, match="cycle: a -> b -> a"):
+        stage_order({"a": {"init_from": "b"}, "b": {"init_from": "a"}})
+    with pytest.raises(KeyError, match="unknown stage 'basee'"):
+        stage_order({"npo": {"init_from": "basee"}})
+
+
+def _demo(cache_dir, tmp_path, run_name):
+    # The real demo's stages and cases on a small world, two steps per stage.
+    return cli_command(
+        "mirage.pipeline",
+        ["experiment=mirage_demo"],
+        cache_dir,
+        "data_root=${synthetic_data:" + f"{cache_dir}/datasets" + ",0,16,8,64}",
+        'common_overrides=["trainer.max_steps=2","data.batch_size=4","callbacks.rich_progress_bar=null"]',
+        f"stage_cache_dir={tmp_path}/stages",
+        f"hydra.run.dir={tmp_path}/{run_name}",
+    )
+
+
+@pytest.mark.slow
+def test_demo_pipeline_runs_every_stage_then_reuses_them(cache_dir, tmp_path):
+    first = run_cli(_demo(cache_dir, tmp_path, "run1"), timeout=900)
+    stage_dirs = json.loads((tmp_path / "run1" / "stages.json").read_text())
+    assert list(stage_dirs) == ["vision", "warmup", "base", "mixed", "posthoc", "npo", "rmu"]
+    for name, path in stage_dirs.items():
+        export = json.loads(
+            (tmp_path / "stages" / path.split("/")[-1] / "hf" / "mirage_export.json").read_text()
+        )
+        expected = {"vision": "VisionPretrain", "npo": "NPO", "rmu": "RMU"}.get(name, "SFT")
+        assert export["method"] == expected, name
+    report = (tmp_path / "run1" / "report.md").read_text()
+    for label in ("Base", "Mixed SFT", "Post-hoc SFT", "NPO", "RMU"):
+        assert f"| {label} |" in report
+    assert (tmp_path / "run1" / "report.png").stat().st_size > 10_000
+    assert "Mixed SFT" in first.stdout  # the table is printed
+
+    # A second run trains and evaluates nothing: same stage folders, same numbers.
+    second = run_cli(_demo(cache_dir, tmp_path, "run2"), timeout=900)
+    assert second.stderr.count("reusing") + second.stdout.count("reusing") >= 7 + 5
+    assert json.loads((tmp_path / "run2" / "stages.json").read_text()) == stage_dirs
+    assert json.loads((tmp_path / "run1" / "report.json").read_text()) == json.loads(
+        (tmp_path / "run2" / "report.json").read_text()
+    )
+    assert not list((tmp_path / "stages").glob("*.partial"))
