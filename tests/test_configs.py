@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mirage.utils.hydra import register_resolvers
+from tests.compose import compose_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
@@ -29,12 +27,7 @@ def _entry(experiment: str) -> str:
 
 
 def _compose(overrides: list[str], tmp_path: Path, entry: str = "train.yaml"):
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(
-            entry, overrides=[f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}", *overrides]
-        )
+    return compose_config(overrides, tmp_path, entry)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

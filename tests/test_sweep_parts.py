@@ -7,26 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from mirage.utils.hydra import register_resolvers
 from mirage.utils.objective import add_objective, objective_value
 from mirage.utils.wandb_sweep import parameter_spec, split_overrides, sweep_spec
+from tests.compose import compose_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SEARCHES = sorted(p.stem for p in (CONFIGS / "hparams_search").glob("*.yaml"))
 
 
 def _compose(overrides: list[str], tmp_path: Path, hydra_config: bool = True):
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(
-            "train.yaml",
-            overrides=[f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}", *overrides],
-            return_hydra_config=hydra_config,
-        )
+    return compose_config(overrides, tmp_path, hydra_config=hydra_config)
 
 
 def test_objective_is_the_weighted_sum_of_declared_metrics():

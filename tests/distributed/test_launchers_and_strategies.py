@@ -10,13 +10,10 @@ import inspect
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-
-from mirage.utils.hydra import register_resolvers
+from tests.compose import compose_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MULTI_GPU = ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3", "deepspeed_stage_3_offload", "ddp_multinode")
@@ -54,14 +51,7 @@ SLURM_QUEUE_KEYS = {
 
 
 def _compose(overrides: list[str], tmp_path: Path, hydra_config: bool = False):
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(
-            "train.yaml",
-            overrides=[f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}", *overrides],
-            return_hydra_config=hydra_config,
-        )
+    return compose_config(overrides, tmp_path, hydra_config=hydra_config)
 
 
 def _strategy_class(target: str) -> type:
