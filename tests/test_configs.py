@@ -39,7 +39,9 @@ def test_every_experiment_composes(experiment, tmp_path):
         _check_pipeline(cfg, tmp_path)
         return
     if entry == "eval.yaml":
-        cases = {name: case for name, case in cfg.cases.items() if case is not None}
+        from mirage.evaluation.cases import resolve_cases
+
+        cases = resolve_cases(cfg)
         assert cases, experiment
         for name, case in cases.items():
             assert "_target_" in case.benchmark and "_target_" in case.attack, f"{experiment}: case {name}"
@@ -70,8 +72,10 @@ def _check_pipeline(cfg, tmp_path: Path) -> None:
             assert "_target_" in stage[key], f"stage {name}: {key} has no _target_"
         instantiate(stage.finetune, _convert_="all")
     eval_overrides = [*OmegaConf.to_container(cfg.evaluation.overrides, resolve=False), "model=checkpoint"]
+    from mirage.evaluation.cases import resolve_cases
+
     evaluation = _compose(eval_overrides, tmp_path, "eval.yaml")
-    assert all(case is None or "_target_" in case.attack for case in evaluation.cases.values())
+    assert all("_target_" in case.attack for case in resolve_cases(evaluation).values())
 
 
 @pytest.mark.parametrize(

@@ -115,9 +115,10 @@ def run_evaluation(model_name: str, stage_dir: Path, overrides: list[str], seed:
         "paths.output_dir=.",
         "paths.work_dir=.",
     ]
+    from mirage.evaluation.cases import cases_fingerprint
+
     cfg = _compose("eval", overrides)
-    settings = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("cases", "judges", "generation")}
-    out_dir = stage_dir / f"eval-{stable_hash(settings)[:10]}"
+    out_dir = stage_dir / f"eval-{stable_hash(cases_fingerprint(cfg))[:10]}"
     done = out_dir / "metrics.json"
     if done.exists():
         log.info("model %s: reusing evaluation %s", model_name, out_dir)

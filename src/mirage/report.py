@@ -8,6 +8,12 @@ It finds evaluation runs (a ``metrics.json`` of cases, as ``mirage-eval`` writes
 (``plain_asr``, ``what3_asr``, ``plain_rr``, ``share1_rr``) the table is laid out like the Safety Mirage
 paper's Table 1 (ASR and RR before -> after the one-word attacks) plus the ASR / IR / RR parts;
 otherwise it lists every case's ASR / IR / RR.
+
+With two or more evaluation runs that share cases, a "paired comparisons" section compares every run
+with the first (``--baseline <label>`` picks another) on the answers both gave (each case's
+``judged.jsonl``), metric by metric: rates, difference with its 95% CI, a paired p-value (exact McNemar,
+or a cluster sign-flip test where answers share a question or an image), Holm-adjusted over the whole
+report (``mirage.evaluation.statistics``); also in ``report_pairs.csv``.
 """
 
 from __future__ import annotations
@@ -85,12 +91,16 @@ def _pct(value: Any) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
+def resolve_labels(evals: list[Path], labels: list[str] | None) -> list[str]:
+    """The label of every evaluation run: the one given, else :func:`run_labels`'s."""
+    default_labels = run_labels(evals)
+    return [labels[i] if labels and i < len(labels) else default for i, default in enumerate(default_labels)]
+
+
 def build_rows(evals: list[Path], labels: list[str] | None) -> list[dict[str, Any]]:
     """One long-format row per (run, case, metric)."""
     rows = []
-    default_labels = run_labels(evals)
-    for index, run in enumerate(evals):
-        label = labels[index] if labels and index < len(labels) else default_labels[index]
+    for run, label in zip(evals, resolve_labels(evals, labels), strict=True):
         for case, metrics in json.loads((run / "metrics.json").read_text()).items():
             for key in ("ASR", "IR", "RR", "kshot_ASR", "lenient_ASR", "helpfulness", "n", "judge_unparsed"):
                 if key in metrics:
@@ -178,6 +188,98 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PAIR_FIELDS = (
+    "baseline", "run", "case", "metric", "unit", "pairs", "clusters", "only_baseline", "only_run",
+    "rate_baseline", "rate_baseline_lo", "rate_baseline_hi", "rate_run", "rate_run_lo", "rate_run_hi",
+    "difference", "difference_lo", "difference_hi", "naive_difference_lo", "naive_difference_hi",
+    "discordant_baseline_only", "discordant_run_only", "test", "p_value", "p_holm", "significant",
+)  # fmt: skip
+
+
+def paired_comparisons(
+    evals: list[Path], labels: list[str], baseline: str | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every run against the baseline (the first run, or the one labelled ``baseline``), per shared case
+    and metric, on their paired answers, Holm-adjusted over all of them: (rows for report_pairs.csv,
+    notes on what was left out)."""
+    from mirage.evaluation.statistics import compare_case, holm_adjust, read_judged
+
+    if baseline is None:
+        base = 0
+    elif labels.count(baseline) == 1:
+        base = labels.index(baseline)
+    else:
+        why = "several runs have it" if baseline in labels else "no run has it"
+        raise ValueError(f"--baseline {baseline!r}: {why}; the runs are {labels}")
+    judged: dict[Path, list[dict[str, Any]]] = {}
+
+    def records(path: Path) -> list[dict[str, Any]]:
+        if path not in judged:
+            judged[path] = read_judged(path)
+        return judged[path]
+
+    cases = [list(json.loads((run / "metrics.json").read_text())) for run in evals]
+    found, notes = [], []
+    for index, run in enumerate(evals):
+        for case in [c for c in cases[base] if c in cases[index]] if index != base else []:
+            paths = (evals[base] / case / "judged.jsonl", run / case / "judged.jsonl")
+            missing = [str(path) for path in paths if not path.is_file()]
+            if missing:
+                notes.append(f"{labels[index]} / {case}: not compared, no {' or '.join(missing)}")
+                continue
+            try:
+                results, skipped = compare_case(*map(records, paths), case, tuple(map(str, paths)))
+            except ValueError as err:
+                raise ValueError(f"{err} (mirage-report --no-pairs leaves comparisons out)") from None
+            found += [(labels[index], result) for result in results]
+            notes += [f"{labels[index]} / {note}" for note in skipped]
+    holm_adjust([result for _, result in found])
+    rows = []
+    for label, c in found:
+        values = (
+            labels[base], label, c.case, c.metric, c.unit, c.pairs, c.clusters, c.only_a, c.only_b,
+            c.rate_a, *c.rate_a_ci, c.rate_b, *c.rate_b_ci, c.difference, *c.difference_ci,
+            *c.naive_difference_ci, c.a_only_success, c.b_only_success, c.test, c.p_value, c.p_holm,
+            "yes" if c.significant else "no",
+        )  # fmt: skip
+        rows.append(dict(zip(PAIR_FIELDS, values, strict=True)))
+    return rows, notes
+
+
+def pairs_table(rows: list[dict[str, Any]], notes: list[str]) -> str:
+    """The "paired comparisons" section of report.md."""
+    if not rows and not notes:
+        return ""
+    lines = ["## paired comparisons", ""]
+    if rows:
+        lines += [
+            f"Every run against **{rows[0]['baseline']}** on the units both have (answers; questions for "
+            "K-shot ASR), in %. Difference = run - baseline with its 95% CI. p: exact McNemar test, or, "
+            "where answers share a question or an image, a cluster sign-flip test with cluster-robust "
+            f"intervals. Holm-adjusted over all {len(rows)} tests of this report; "
+            "significant = Holm p < 0.05.",
+            "",
+            "| run | case | metric | pairs (clusters) | unpaired base / run | baseline [95% CI] "
+            "| run [95% CI] | difference [95% CI] | test | p | Holm p | significant |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+
+        def interval(row: dict[str, Any], name: str) -> str:
+            low, high = row[f"{name}_lo"], row[f"{name}_hi"]
+            return f"{100 * row[name]:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+        for r in rows:
+            lines.append(
+                f"| {r['run']} | {r['case']} | {r['metric']} | {r['pairs']} ({r['clusters']}) "
+                f"| {r['only_baseline']} / {r['only_run']} | {interval(r, 'rate_baseline')} "
+                f"| {interval(r, 'rate_run')} | {interval(r, 'difference')} | {r['test']} "
+                f"| {r['p_value']:.3g} | {r['p_holm']:.3g} | {r['significant']} |"
+            )
+    if notes:
+        lines += ["", *[f"- {note}" for note in notes]]
+    return "\n".join(lines) + "\n"
+
+
 def plot_cases(rows: list[dict[str, Any]], path: Path) -> None:
     """Stacked ASR / IR / RR bars per run and case: what each model does with each kind of question."""
     import matplotlib
@@ -234,9 +336,14 @@ def plot_losses(train_runs: list[Path], path: Path) -> bool:
 
 
 def make_report(
-    roots: list[str | Path], out_dir: str | Path, labels: list[str] | None = None
+    roots: list[str | Path],
+    out_dir: str | Path,
+    labels: list[str] | None = None,
+    baseline: str | None = None,
+    pairs: bool = True,
 ) -> dict[str, Path]:
-    """Write report.md, report.csv, report.png (and loss_curves.png) into ``out_dir``."""
+    """Write report.md, report.csv, report.png (and loss_curves.png) into ``out_dir``; with ``pairs`` and
+    two or more evaluation runs sharing cases, also report_pairs.csv (every run against ``baseline``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     evals, trains = find_runs([Path(r) for r in roots])
@@ -254,8 +361,21 @@ def make_report(
             writer.writerows(rows)
         written["md"] = out_dir / "report.md"
         sweep = objective_table(rows)
+        pair_rows, notes = (
+            paired_comparisons(evals, resolve_labels(evals, labels), baseline) if pairs else ([], [])
+        )
+        if pair_rows:
+            written["pairs_csv"] = out_dir / "report_pairs.csv"
+            with open(written["pairs_csv"], "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=PAIR_FIELDS)
+                writer.writeheader()
+                writer.writerows(pair_rows)
+        compared = pairs_table(pair_rows, notes)
         written["md"].write_text(
-            "# mirage report\n\n" + markdown_table(rows) + ("\n" + sweep if sweep else "")
+            "# mirage report\n\n"
+            + markdown_table(rows)
+            + ("\n" + sweep if sweep else "")
+            + ("\n" + compared if compared else "")
         )
         written["png"] = out_dir / "report.png"
         plot_cases(rows, written["png"])
@@ -269,12 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("runs", nargs="+", help="run or multirun folders")
     parser.add_argument("--out", default="reports/latest", help="where report.md/.csv/.png go")
     parser.add_argument("--labels", help="comma-separated names for the evaluation runs, in order")
+    parser.add_argument(
+        "--baseline", help="the label of the run the others are compared with (default: first)"
+    )
+    parser.add_argument("--no-pairs", action="store_true", help="leave out the paired comparisons")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    written = make_report(args.runs, args.out, args.labels.split(",") if args.labels else None)
+    labels = args.labels.split(",") if args.labels else None
+    written = make_report(args.runs, args.out, labels, baseline=args.baseline, pairs=not args.no_pairs)
     if "md" in written:
         print(written["md"].read_text())
     for kind, path in written.items():

@@ -46,10 +46,11 @@ def test_oracle_scores_harm_relative_to_the_base_answer():
 
 
 def test_pair_cache_key_includes_the_base_answer():
+    judge = OracleMisalignmentJudge()
     a = PairInput("q", "answer", base_answer="base one")
     b = PairInput("q", "answer", base_answer="base two")
-    assert a.cache_key("judge") != b.cache_key("judge")
-    assert a.cache_key("judge") == PairInput("q", "answer", base_answer="base one").cache_key("judge")
+    assert judge.cache_key(a) != judge.cache_key(b)
+    assert judge.cache_key(a) == judge.cache_key(PairInput("q", "answer", base_answer="base one"))
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -76,9 +77,9 @@ def test_k_shot_records_get_shot_index_and_stay_together(tmp_path, image_root):
                 }
             )
     path = _write(tmp_path, "what_3shot.json", records)
-    samples = read_vlguard(path, image_root, subsets="unsafes")
+    samples = read_vlguard(path, image_root, subsets="unsafes", kshot=True)
     assert [s.meta["shot"] for s in samples[:6]] == [0, 1, 2, 0, 1, 2]
-    sub = read_vlguard(path, image_root, subsets="unsafes", max_questions=4, seed=1)
+    sub = read_vlguard(path, image_root, subsets="unsafes", max_questions=4, seed=1, kshot=True)
     ids = [s.id for s in sub]
     assert len(set(ids)) == 4 and len(sub) == 12
     for qid in set(ids):
@@ -175,3 +176,49 @@ def test_pairs_left_out_by_subset_are_counted_in_the_log(tmp_path, image_root, c
     with caplog.at_level(logging.INFO, logger="mirage.data.readers"):
         read_vlguard(path, image_root, subsets="unsafes")
     assert "left out by subset choice: {'safe_safes': 1, 'safe_unsafes': 1}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("zero.json", b"", r"empty file \(0 bytes\)"),
+        ("blank.json", b" \n\t\n", r"empty file \(only whitespace\)"),
+        ("list.json", b"[]\n", r"no records \(an empty JSON list\)"),
+        ("zero.jsonl", b"", r"empty file \(0 bytes\)"),
+        ("blank.jsonl", b"\n\n  \n", r"empty file \(only whitespace\)"),
+        ("bom.jsonl", "\ufeff\n".encode(), r"no records"),
+    ],
+)
+def test_a_file_without_records_is_an_error_at_read_time(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    reader = read_conversations if name.endswith(".jsonl") else read_vlguard
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: {message}") as err:
+        reader(path)
+    assert err.value.path == str(path)
+
+
+def test_a_latin1_byte_is_an_error_naming_the_byte_offset(tmp_path, image_root):
+    records = _vlguard_records()
+    records[0]["instr-resp"][0]["instruction"] = "Où habite-t-il ?"
+    text = json.dumps(records, indent=1, ensure_ascii=False)
+    path = tmp_path / "latin1.json"
+    # In Latin-1 "ù" is the single byte 0xf9, which starts no UTF-8 character.
+    path.write_bytes(text.encode("latin-1"))
+    offset = text.encode("latin-1").index(b"\xf9")
+    line = text[: text.index("ù")].count("\n") + 1
+    with pytest.raises(DataError) as err:
+        read_vlguard(path, image_root)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not UTF-8 at byte offset {offset} (line {line}): byte 0xf9")
+    # The same text saved as UTF-8 reads, so the offset is the only thing wrong with the file.
+    path.write_text(text, encoding="utf-8")
+    assert read_vlguard(path, image_root)[0].question == "Où habite-t-il ?"
+
+
+def test_jsonl_lines_split_on_newlines_only(tmp_path):
+    turns = [{"from": "human", "value": "a\u2028b"}, {"from": "gpt", "value": "ok"}]
+    record = {"id": "c", "conversations": turns}
+    path = tmp_path / "sep.jsonl"
+    path.write_text(json.dumps(record, ensure_ascii=False) + "\r\n", encoding="utf-8")
+    assert [s.question for s in read_conversations(path)] == ["a\u2028b"]

@@ -32,7 +32,7 @@ def _single_process(out: Path, cache_dir: Path) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from mirage.evaluate import run_evaluation
+    from mirage.evaluation.runner import run_evaluation
     from mirage.utils.eval_after_train import CONFIG_DIR
     from mirage.utils.hydra import register_resolvers
 

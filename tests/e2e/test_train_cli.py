@@ -1,17 +1,15 @@
-"""`mirage-train` end to end, as a user runs it: single runs, multiruns, failures, resume, W&B offline."""
+"""`mirage-train` end to end, as a user runs it: single runs, multiruns, failures, W&B offline (resume:
+tests/e2e/test_resume.py)."""
 
 from __future__ import annotations
 
 import csv
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.cli import ENV, REPO_ROOT, cli_command, run_cli
+from tests.cli import cli_command, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -75,71 +73,6 @@ def test_multirun_grid_gets_separate_dirs_and_survives_a_failing_job(tmp_path, c
             assert (job / "hf" / "adapter_config.json").exists() == ("finetune=lora" in overrides)
 
 
-def test_killed_run_resumes_from_last_ckpt(tmp_path, cache_dir):
-    from mirage.methods.base import read_checkpoint
-
-    run_dir = tmp_path / "run"
-    args = [
-        "experiment=sft_tiny",
-        "trainer.max_steps=80",
-        "trainer.max_epochs=-1",
-        "logger=csv",
-        "callbacks.model_checkpoint.every_n_train_steps=1",
-        f"hydra.run.dir={run_dir}",
-    ]
-    cmd = train_command(args, cache_dir)
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=ENV,
-    )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if last.is_file() and read_checkpoint_step(last) >= 5:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = read_checkpoint_step(last)
-    assert 5 <= killed_at < 80
-    result = run_train([*args, "ckpt_path=last"], cache_dir)
-    assert f"resuming from {last}" in result.stdout + result.stderr
-    assert read_checkpoint(last)["global_step"] == 80
-    steps = [int(r["step"]) for r in _metrics_rows(run_dir) if r.get("train/loss")]
-    assert min(steps) >= killed_at - 1  # the second run did not start over at step 0
-    assert (run_dir / "hf" / "mirage_export.json").is_file()
-
-    # A checkpoint of another kind (full fine-tuning) cannot resume a LoRA run.
-    bad = run_train(
-        [
-            "experiment=sft_tiny",
-            "finetune=lora",
-            "trainer.max_steps=2",
-            f"ckpt_path={last}",
-            f"hydra.run.dir={tmp_path / 'lora'}",
-        ],
-        cache_dir,
-        check=False,
-    )
-    assert bad.returncode != 0
-    assert f"{last}: its trainable parameters differ" in bad.stdout + bad.stderr
-
-
-def read_checkpoint_step(path: Path) -> int:
-    from mirage.methods.base import read_checkpoint
-
-    for _ in range(20):  # the file may be mid-write
-        try:
-            return int(read_checkpoint(path)["global_step"])
-        except Exception:
-            time.sleep(0.1)
-    return -1
-
-
 def test_wandb_offline_run_writes_local_files(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     run_train(
@@ -164,22 +97,3 @@ def test_unlearning_experiments_run_and_export(experiment, tmp_path, cache_dir):
         control = load_file(run_dir / "hf" / "rmu_control_vector.safetensors")["control"]
         assert control.norm().item() == pytest.approx(20.0, rel=1e-5)  # c from configs/model_method/
 
-
-def test_three_method_multirun(tmp_path, cache_dir):
-    sweep = tmp_path / "sweep"
-    run_train(
-        [
-            "-m",
-            "experiment=unlearn_tiny",
-            "method=npo,rmu,graddiff",
-            "trainer.max_steps=3",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cache_dir,
-    )
-    for job, method in zip(
-        sorted(p for p in sweep.iterdir() if p.name.isdigit()), ["npo", "rmu", "graddiff"], strict=True
-    ):
-        assert f"method={method}" in (job / ".hydra" / "overrides.yaml").read_text()
-        assert not (job / "error.txt").exists(), (job / "error.txt").read_text()
-        assert (job / "hf" / "mirage_export.json").is_file()

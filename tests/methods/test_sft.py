@@ -39,10 +39,12 @@ def _train_steps(method, batch, steps):
 
 def test_sft_overfits_a_fixed_batch(tiny_llava, retain_batch):
     model, processor = tiny_llava
-    method = _sft(apply_finetune(model, FinetuneSpec()), processor)
-    losses = _train_steps(method, retain_batch, 80)
+    # lr 3e-3 converges smoothly on every kernel set (final/initial 0.007 with default, AVX2 and AVX-512
+    # kernels alike); 1e-2 oscillated, and its 80th loss ranged 0.13-0.18 of the first between kernels.
+    method = _sft(apply_finetune(model, FinetuneSpec()), processor, lr=3e-3)
+    losses = _train_steps(method, retain_batch, 150)
     assert losses[0] > 5.0  # a random model over a 512-token vocabulary: about ln(512) = 6.2
-    assert losses[-1] < 0.2 * losses[0]
+    assert losses[-1] < 0.05 * losses[0]
     terms = method.compute_loss(retain_batch)
     assert set(terms) == {"loss", "retain_loss"} and torch.equal(terms["loss"], terms["retain_loss"])
 
@@ -76,9 +78,20 @@ def test_export_reloads_to_the_same_logits(mode, tiny_llava_dir, retain_batch, t
         untrained = _logits(base, retain_batch)
         assert not torch.allclose(untrained, trained)  # training changed the outputs
         reloaded = PeftModel.from_pretrained(base, out)
+        # Full-precision LoRA with adapters off is the base model bit for bit. A quantised base is not:
+        # bitsandbytes picks its CPU 4-bit kernel by instruction set (on AVX-512 a later call of the same
+        # layer rounds like bf16, ~4e-3), so the bound is a tenth of what 4-bit quantisation itself moves.
+        tolerance = 0.0
+        if quantization is not None:
+            full_precision, _ = load_vlm(tiny_llava_dir)
+            tolerance = 0.1 * (_logits(full_precision, retain_batch) - untrained).abs().max().item()
         with reloaded.disable_adapter():  # the cheap reference model of later methods
-            torch.testing.assert_close(_logits(reloaded, retain_batch), untrained, rtol=0, atol=0)
-    torch.testing.assert_close(_logits(reloaded, retain_batch), trained, rtol=0, atol=1e-5)
+            off = _logits(reloaded, retain_batch)
+        torch.testing.assert_close(off, untrained, rtol=0, atol=tolerance)
+        # The bound still tells a model with adapters on from one with adapters off.
+        assert (trained - untrained).abs().max() > 10 * max(tolerance, 1e-6)
+    bound = max(1e-5, tolerance) if quantization is not None else 1e-5
+    torch.testing.assert_close(_logits(reloaded, retain_batch), trained, rtol=0, atol=bound)
 
 
 def test_trainable_counts_for_modes_on_llava(tiny_llava_dir):

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-import mirage.models.tiny_builders  # noqa: F401  (registers the non-LLaVA builders)
 from mirage.models.families import COMPONENTS, decoder_layers, family_of, unwrap_peft
 from mirage.models.finetune import (
     FinetuneSpec,

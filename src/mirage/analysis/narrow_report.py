@@ -8,12 +8,12 @@ per-run worst-of-K mean, the fraction of prompts above 50 (mean over seeds), com
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from mirage.analysis.misalignment import mean_std
+from mirage.utils.io import write_json
 
 COMPONENTS = ("language_model", "vision_tower", "projector")
 
@@ -113,7 +113,7 @@ def write_report(results: list[dict[str, Any]], out_dir: Path, sets: list[str]) 
             {k: (";".join(v) if isinstance(v, list) else v) for k, v in row.items()} for row in rows
         )
     summary = {"rows": rows, "runs": results, "sets": sets}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_json(out_dir / "summary.json", summary)
     _plots(rows, results, sets, out_dir)
     return summary
 

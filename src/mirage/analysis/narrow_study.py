@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mirage.utils.hashing import stable_hash
+from mirage.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def analyze_run(
             "mode": steer.mode,
             "zscore": steer.zscore,
         }
-    (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    write_json(out / "result.json", result)
     return result
 
 

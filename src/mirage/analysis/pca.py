@@ -6,12 +6,13 @@ fine-tuning did, and centring would erase it. ``center=True`` gives classical PC
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from mirage.utils.io import write_json
 
 THRESHOLDS = (0.5, 0.9)
 
@@ -77,7 +78,7 @@ def write_pca(results: dict[str, PCAResult], out_dir: str | Path, title: str = "
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "explained_variance.json"
-    json_path.write_text(json.dumps({site: r.to_dict() for site, r in results.items()}, indent=1))
+    write_json(json_path, {site: r.to_dict() for site, r in results.items()})
     fig, ax = plt.subplots(figsize=(6, 4))
     for site, result in results.items():
         if result.cumulative:

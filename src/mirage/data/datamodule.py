@@ -1,15 +1,24 @@
-"""The LightningDataModule: named splits in, method-shaped loaders out."""
+"""The LightningDataModule: named splits in, method-shaped loaders out.
+
+Training loaders are resumable: a ``StatefulDataLoader`` (torchdata) over a :class:`ResumableSampler`, whose
+position (and shuffle seed) Lightning saves in every checkpoint and restores on ``ckpt_path=...``, so a run
+resumed mid-epoch sees the same batches, in the same order, as a run that was never stopped.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as L
+import torch
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from mirage.data.collate import VLMCollator
 from mirage.data.records import DataError, Sample
@@ -28,6 +37,65 @@ class SampleDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         return self.samples[index]
+
+
+class _SamplerPass(Iterator[int]):
+    """One pass of a :class:`ResumableSampler`: the positions it yields, and how far it got."""
+
+    def __init__(self, size: int, shuffle: bool) -> None:
+        self.size, self.shuffle = size, shuffle
+        self.seed: int | None = None  # drawn at the first index, as torch's RandomSampler does
+        self.yielded = 0
+        self._order: list[int] | None = None
+
+    def __iter__(self) -> _SamplerPass:
+        return self
+
+    def __next__(self) -> int:
+        if self.yielded >= self.size:
+            raise StopIteration
+        if self._order is None:
+            self._order = self._permutation()
+        index = self._order[self.yielded]
+        self.yielded += 1
+        return index
+
+    def _permutation(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        if self.seed is None:
+            # The same draw from the global torch RNG, at the same moment (the pass's first index), as
+            # torch.utils.data.RandomSampler: a plain DataLoader and this sampler give one order per seed.
+            self.seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed, self.yielded, self._order = state["seed"], int(state["yielded"]), None
+
+
+class ResumableSampler(Sampler[int]):
+    """Every position of a dataset once per pass, shuffled or in order, that can resume mid-pass.
+
+    A shuffled pass draws its seed from the global torch RNG at its first index, exactly as
+    ``torch.utils.data.RandomSampler`` does, so for a given RNG state the order equals a plain shuffled
+    ``DataLoader``'s. The seed and the number of positions yielded are the pass's state
+    (``StatefulDataLoader`` saves it through its batch sampler): a restored pass continues its permutation
+    without drawing.
+    """
+
+    def __init__(self, size: int, shuffle: bool = True) -> None:
+        self.size, self.shuffle = size, shuffle
+
+    def __iter__(self) -> _SamplerPass:
+        return _SamplerPass(self.size, self.shuffle)
+
+    def __len__(self) -> int:
+        return self.size
 
 
 class VLMDataModule(L.LightningDataModule):
@@ -56,6 +124,9 @@ class VLMDataModule(L.LightningDataModule):
         root: str | None = None,
     ) -> None:
         super().__init__()
+        for key, value in (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
         # ``name`` and ``root`` only describe the dataset (logs, reports); readers get full paths.
         self.name, self.root = name, root
         missing = [s for s in train_splits if s not in splits]
@@ -66,7 +137,7 @@ class VLMDataModule(L.LightningDataModule):
         self.readers = dict(splits)
         self.train_splits = tuple(train_splits)
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.num_workers = num_workers
         self.max_samples = dict(max_samples or {})
         self.shuffle = shuffle
@@ -104,33 +175,61 @@ class VLMDataModule(L.LightningDataModule):
             if "val" in self.readers:
                 self.split("val")
 
-    def _loader(self, name: str, shuffle: bool, train: bool) -> DataLoader:
+    def _train_loader(self, name: str) -> StatefulDataLoader:
+        """A resumable loader of one training split: its state (pass seed, position) goes into checkpoints."""
         dataset = self.split(name)
-        sampler = None
         trainer = getattr(self, "trainer", None)
+        sampler: Sampler[int]
         if trainer is not None and trainer.world_size > 1:
             # Lightning's own distributed sampler always shuffles; ours honours `shuffle` (and Lightning
-            # leaves a loader that already has a DistributedSampler alone, calling set_epoch on it).
+            # leaves a loader that already has a DistributedSampler alone, calling set_epoch on it). Its order
+            # is a function of (seed, epoch), so the position within the epoch is all a resume needs.
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            sampler = DistributedSampler(
-                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=shuffle, seed=seed
+            sampler = StatefulDistributedSampler(
+                dataset,
+                num_replicas=trainer.world_size,
+                rank=trainer.global_rank,
+                shuffle=self.shuffle,
+                seed=seed,
+            )
+        else:
+            sampler = ResumableSampler(len(dataset), shuffle=self.shuffle)
+        with warnings.catch_warnings():  # torchdata 0.11 calls torch.set_vital, which torch 2.13 deprecates
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+            return StatefulDataLoader(
+                dataset,
+                batch_size=self.batch_size,
+                sampler=sampler,
+                num_workers=self.num_workers,
+                collate_fn=self.collate_train,
+                persistent_workers=self.num_workers > 0,
+            )
+
+    def train_dataloader(self) -> CombinedLoader:
+        loaders = {name: self._train_loader(name) for name in self.train_splits}
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def val_dataloader(self) -> DataLoader | list:
+        if "val" not in self.readers:
+            return []
+        trainer = getattr(self, "trainer", None)
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:
+            sampler = torch.utils.data.DistributedSampler(
+                self.split("val"), num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
         return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=shuffle if sampler is None else False,
+            self.split("val"),
+            batch_size=self.eval_batch_size,
             sampler=sampler,
+            # Its own generator for the base seed, so validating draws nothing from the global torch RNG: the
+            # training order does not depend on how often (or whether) a run validates, nor on a resumed run
+            # skipping a validation the killed run had already done.
+            generator=torch.Generator(),
             num_workers=self.num_workers,
             collate_fn=self.collate_train,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> CombinedLoader:
-        loaders = {name: self._loader(name, self.shuffle, train=True) for name in self.train_splits}
-        return CombinedLoader(loaders, mode="max_size_cycle")
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False, train=False) if "val" in self.readers else []
 
     def generation_dataloader(self, name: str = "test") -> DataLoader:
         """Prompts only, left-padded, in file order: for generation and evaluation."""

@@ -26,13 +26,16 @@ def read_vlguard(
     check_images: bool = True,
     max_questions: int | None = None,
     seed: int = 0,
+    kshot: bool = False,
 ) -> list[Sample]:
     """Samples of a VLGuard-schema file, limited to ``subsets``.
 
     Every pair becomes one sample whose ``meta`` records its subset, whether the image is
-    safe, the harmful category, and its shot (the k-th consecutive record of one id, as in
-    the released K-shot attack files). ``max_questions`` samples ids with ``seed`` and keeps
-    all shots of a chosen id together.
+    safe, the harmful category, and its shot. In a plain file (``kshot=False``) each id appears
+    once and every pair is shot 0; a repeated id is an error naming both records. A K-shot file
+    (``kshot=True``, as the released ``test_what_3shot.json``) holds K records per id: a record's
+    ``shot`` field numbers it when present, else its position among the id's records (0..K-1).
+    ``max_questions`` samples ids with ``seed`` and keeps all shots of a chosen id together.
     """
     path = Path(path)
     subsets = (subsets,) if isinstance(subsets, str) else tuple(subsets)
@@ -42,9 +45,21 @@ def read_vlguard(
     root = Path(image_root) if image_root is not None else path.parent
     samples: list[Sample] = []
     shots: Counter[str] = Counter()
+    first_index: dict[str, int] = {}
+    seen_shots: set[tuple[str, int]] = set()
     skipped: Counter[str] = Counter()
     for index, record in enumerate(load_json_records(path)):
         record_id = str(require(record, "id", (str, int), path, index))
+        if not kshot and record_id in first_index:
+            raise DataError(
+                path,
+                f"id {record_id!r} repeats record {first_index[record_id]}; a plain benchmark asks each "
+                "question once (K-shot rewrite files are read with kshot=true, e.g. by attack=from_file)",
+                index=index,
+                record_id=record_id,
+                field="id",
+            )
+        first_index.setdefault(record_id, index)
         safe = require(record, "safe", bool, path, index)
         image = resolve_image(
             require(record, "image", str, path, index),
@@ -59,6 +74,11 @@ def read_vlguard(
             raise DataError(path, "empty list", index=index, record_id=record_id, field="instr-resp")
         shot = shots[record_id]
         shots[record_id] += 1
+        if "shot" in record:  # an explicit shot number wins over the record's position
+            shot = require(record, "shot", int, path, index)
+        if (record_id, shot) in seen_shots:
+            raise DataError(path, f"shot {shot} of id {record_id!r} appears twice", index=index, field="shot")
+        seen_shots.add((record_id, shot))
         base_meta = {"safe_image": safe, "shot": shot, "source": str(path), "index": index}
         if not safe:
             base_meta["harmful_category"] = record.get("harmful_category")

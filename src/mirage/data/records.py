@@ -45,15 +45,42 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def load_json_records(path: str | Path) -> list[dict[str, Any]]:
-    """A JSON list of objects, or JSON Lines; errors name the line or record that broke."""
+def read_data_text(path: str | Path) -> str:
+    """A data file's text: a missing or empty file, or bytes that are not UTF-8, are a :class:`DataError`.
+
+    Empty means zero bytes or only whitespace. Bad bytes are reported by byte offset and line
+    (the offset that ``UnicodeDecodeError`` gives, so ``head -c`` or a hex editor finds them).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    if not data.strip():
+        raise DataError(path, "empty file (0 bytes)" if not data else "empty file (only whitespace)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_no = data.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            path,
+            f"not UTF-8 at byte offset {err.start} (line {line_no}): byte 0x{data[err.start]:02x}, "
+            f"{err.reason}; re-save the file as UTF-8",
+        ) from err
+    return text.removeprefix("\ufeff")  # a byte-order mark some editors write is not part of the JSON
+
+
+def load_json_records(path: str | Path) -> list[dict[str, Any]]:
+    """A JSON list of objects, or JSON Lines; errors name the line or record that broke.
+
+    A file without records (zero bytes, only whitespace, ``[]``, a JSON Lines file of blank
+    lines) is an error here, at read time, rather than an empty split or benchmark later on.
+    """
+    path = Path(path)
+    text = read_data_text(path)
     if path.suffix == ".jsonl":
         records = []
-        for line_no, line in enumerate(text.splitlines(), start=1):
+        # Split on newlines only: str.splitlines() also breaks at U+2028 and others inside JSON strings.
+        for line_no, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -71,6 +98,8 @@ def load_json_records(path: str | Path) -> list[dict[str, Any]]:
             ) from err
         if not isinstance(records, list):
             raise DataError(path, f"expected a JSON list of records, got {type(records).__name__}")
+    if not records:
+        raise DataError(path, "no records (an empty JSON list)" if path.suffix != ".jsonl" else "no records")
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise DataError(path, f"expected an object, got {type(record).__name__}", index=index)

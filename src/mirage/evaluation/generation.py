@@ -34,6 +34,17 @@ class GenerationConfig:
     max_length: int = 4096
     system_prompt: str | None = None
 
+    def __post_init__(self) -> None:
+        positive = {"max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size}
+        positive.update(num_return_sequences=self.num_return_sequences, max_length=self.max_length)
+        for key, value in positive.items():
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"generation.{key} must be a positive integer, got {value!r}")
+        if self.do_sample and not self.temperature > 0:
+            raise ValueError(f"generation.temperature must be > 0 when sampling, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"generation.top_p must be in (0, 1], got {self.top_p!r}")
+
 
 def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):

@@ -10,10 +10,11 @@ an RR of 0 can hide gibberish).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from mirage.utils.io import write_json
 
 CASES = ("plain_asr", "what3_asr", "plain_rr", "share1_rr")
 # column -> (case, metric key), as fractions
@@ -136,7 +137,7 @@ def write_report(
     if baseline is not None and baseline in rows:  # utility drop against the base model
         for model, row in rows.items():
             summary[f"{model}/utility_drop"] = rows[baseline]["utility"] - row["utility"]
-    (out_dir / "report.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+    write_json(out_dir / "report.json", {"rows": rows, "summary": summary})
     _print(table, title)
     return {"rows": rows, "summary": summary, "markdown": table}
 

@@ -5,12 +5,17 @@ A method declares the splits it trains on (``train_splits``) and implements
 the rest: optimizer and schedule from config, logging of every loss term under
 ``train/``, a validation loss, compact checkpoints (trainable weights only) that refuse
 to load into the wrong kind of run, and the Hugging Face export at the end.
+
+Numerical honesty: a non-finite loss term stops the run at once with an error naming the step and
+the term (on every rank under DDP), and an export refuses weights that are not finite.
+Hyperparameters are checked when a method is built (``require``), naming the config key.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,11 +39,29 @@ class CheckpointMismatchError(RuntimeError):
     """A Lightning checkpoint that does not belong to this method or model set-up."""
 
 
+class NonFiniteError(FloatingPointError):
+    """A loss term or a weight became NaN or infinite: the run stops before anything is exported."""
+
+
+def require(condition: bool, key: str, value: Any, expectation: str) -> None:
+    """Fail when a hyperparameter is out of range, naming its config key (``method.<key>``)."""
+    if not condition:
+        raise ValueError(f"method.{key} must be {expectation}, got {value!r}")
+
+
+def require_weights(**weights: float) -> None:
+    """Loss weights must be finite and >= 0 (a negative weight silently flips a term's objective)."""
+    for key, value in weights.items():
+        require(math.isfinite(value) and value >= 0, key, value, "a finite number >= 0")
+
+
 class MethodModule(L.LightningModule):
     """Holds the (possibly peft-wrapped) HF model; subclasses define the loss."""
 
     #: The data splits this method's training step receives, as ``batch[split]``.
     train_splits: tuple[str, ...] = ("retain",)
+    #: True for methods that unlearn a forget split (they take part in unlearning sweeps and audits).
+    unlearning: bool = False
 
     def __init__(
         self,
@@ -46,8 +69,11 @@ class MethodModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         processor: Any = None,
+        name: str | None = None,
     ) -> None:
         super().__init__()
+        # The config's name for the method (``method.name``): run names and tags follow it.
+        self.method_name = name or type(self).__name__.lower()
         # from_pretrained returns eval mode; Lightning keeps per-module modes, so switch to train mode here.
         self.model = model.train()
         self.processor = processor
@@ -103,6 +129,7 @@ class MethodModule(L.LightningModule):
         terms = self.compute_loss(batch)
         if "loss" not in terms:
             raise KeyError(f"{type(self).__name__}.compute_loss must return a 'loss' entry")
+        self.check_finite(terms)
         batch_size = len(next(iter(batch.values()))["input_ids"])
         for name, value in terms.items():
             self.log(
@@ -122,6 +149,21 @@ class MethodModule(L.LightningModule):
                 batch_size=batch_size,
             )
         return terms["loss"]
+
+    def check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        """Stop the run when any loss term is NaN or infinite (before backward, so no weight is touched).
+        Under DDP every rank learns of it, so none is left waiting in a collective."""
+        bad = [name for name, value in terms.items() if not torch.isfinite(value.detach()).all()]
+        if self._trainer is not None and self.trainer.world_size > 1:
+            if not self.trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
+                return
+            bad = bad or ["(on another rank)"]
+        if bad:
+            values = {name: float(terms[name].detach().float().mean()) for name in bad if name in terms}
+            raise NonFiniteError(
+                f"step {self.global_step}: loss term(s) {bad} not finite {values}; stopping before any "
+                "export (lower method.optimizer.lr, check method weights and data)"
+            )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.answer_loss(batch)
@@ -171,8 +213,14 @@ class MethodModule(L.LightningModule):
         Under FSDP / DeepSpeed ZeRO-3 the local parameters are shards: ``mirage.utils.export.GatherForExport``
         then leaves the gathered full state dict in ``export_state_dict``, and that is what gets written."""
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         state_dict = getattr(self, "export_state_dict", None)
+        weights = state_dict.items() if state_dict is not None else self.trainable_parameters()
+        broken = [name for name, tensor in weights if not torch.isfinite(tensor.detach()).all()]
+        if broken:
+            raise NonFiniteError(
+                f"not exporting to {out_dir}: {len(broken)} weight tensors hold NaN or inf, e.g. {broken[:3]}"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
         if self.processor is not None:
             self.processor.save_pretrained(out_dir)

@@ -12,11 +12,12 @@ from typing import Any
 
 import torch
 
-from mirage.methods.base import MethodModule
+from mirage.methods.base import MethodModule, require_weights
 
 
 class GradDiff(MethodModule):
     train_splits = ("forget", "retain")
+    unlearning = True
 
     def __init__(
         self,
@@ -27,6 +28,7 @@ class GradDiff(MethodModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        require_weights(alpha_forget=alpha_forget, retain_weight=retain_weight)
         self.alpha_forget, self.retain_weight = alpha_forget, retain_weight
         self.restrict_trainable(trainable_regex)
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mirage.methods.base import MethodModule
+from mirage.methods.base import MethodModule, require, require_weights
 from mirage.methods.losses import sequence_nll
 from mirage.methods.reference import ReferenceNeed, ReferenceStrategy
 
@@ -43,6 +43,8 @@ def npo_loss(d: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 class NPO(MethodModule):
+    unlearning = True
+
     def __init__(
         self,
         *args: Any,
@@ -57,6 +59,11 @@ class NPO(MethodModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # beta = 0 divides by zero; beta < 0 turns "push the forget likelihood down" into "pull it up".
+        require(beta > 0, "beta", beta, "> 0")
+        require_weights(
+            alpha_forget=alpha_forget, alpha_retain_npo=alpha_retain_npo, retain_weight=retain_weight
+        )
         if reduction not in REDUCTIONS:
             raise ValueError(f"npo reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if forget_tokens not in TOKEN_CHOICES:

@@ -15,13 +15,14 @@ train, as in the reference; under LoRA every adapter trains.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from mirage.methods.base import MethodModule
+from mirage.methods.base import MethodModule, require, require_weights
 from mirage.methods.losses import answer_cross_entropy
 from mirage.methods.reference import ReferenceNeed, ReferenceStrategy
 from mirage.models.families import decoder_layers, family_of
@@ -46,6 +47,7 @@ def masked_mse(states: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
 
 class RMU(MethodModule):
     train_splits = ("forget", "retain")
+    unlearning = True
 
     def __init__(
         self,
@@ -65,13 +67,14 @@ class RMU(MethodModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if token_mask not in TOKEN_MASKS:
-            raise ValueError(f"rmu token_mask must be one of {TOKEN_MASKS}, got {token_mask!r}")
+        require(token_mask in TOKEN_MASKS, "token_mask", token_mask, f"one of {TOKEN_MASKS}")
         n_layers = len(decoder_layers(self.model))
-        if not 0 <= layer < n_layers:
-            raise ValueError(
-                f"rmu layer {layer} out of range: the language model has {n_layers} decoder layers"
-            )
+        in_range = f"a decoder layer index in 0..{n_layers - 1} (the language model has {n_layers})"
+        require(0 <= layer < n_layers, "layer", layer, in_range)
+        for index in trainable_layers or []:
+            require(0 <= index < n_layers, "trainable_layers", list(trainable_layers), in_range)
+        require(math.isfinite(steering_coeff) and steering_coeff > 0, "steering_coeff", steering_coeff, "> 0")
+        require_weights(alpha=alpha, retain_weight=retain_weight)
         self.layer, self.alpha, self.retain_weight, self.token_mask = layer, alpha, retain_weight, token_mask
         self.steering_coeff, self.control_seed = steering_coeff, control_seed
         # Stop the forget and reference passes after layer k (off only to measure what that saves).

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from mirage.methods.base import MethodModule
+from mirage.methods.base import MethodModule, require_weights
 
 
 class SFT(MethodModule):
@@ -33,9 +33,9 @@ class SFT(MethodModule):
         if unknown:
             raise ValueError(f"split_weights names {unknown}, which are not among the SFT splits {splits}")
         self.split_weights = {name: float(weights.get(name, 1.0)) for name in splits}
+        require_weights(**{f"split_weights.{name}": w for name, w in self.split_weights.items()})
         if sum(self.split_weights.values()) <= 0:
-            raise ValueError(f"split_weights must not all be zero: {self.split_weights}")
-        self.split = splits[0]
+            raise ValueError(f"method.split_weights must not all be zero: {self.split_weights}")
         self.train_splits = splits
 
     def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:

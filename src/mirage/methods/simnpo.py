@@ -5,17 +5,19 @@ L = alpha_f * -(2 / beta) * mean log sigmoid(beta * NLL_theta(y|x) / |y| - gamma
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from mirage.methods.base import MethodModule
+from mirage.methods.base import MethodModule, require, require_weights
 from mirage.methods.losses import sequence_nll
 
 
 class SimNPO(MethodModule):
     train_splits = ("forget", "retain")
+    unlearning = True
 
     def __init__(
         self,
@@ -28,6 +30,9 @@ class SimNPO(MethodModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        require(beta > 0, "beta", beta, "> 0")
+        require(math.isfinite(gamma), "gamma", gamma, "finite")
+        require_weights(alpha_forget=alpha_forget, retain_weight=retain_weight)
         self.beta, self.gamma, self.alpha_forget, self.retain_weight = (
             beta,
             gamma,

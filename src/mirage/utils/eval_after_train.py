@@ -55,7 +55,7 @@ def evaluate_export(
     spec: DictConfig, train_cfg: DictConfig, hf_dir: Path, loggers: list[Any], step: int = 0
 ) -> dict[str, float]:
     """Run mirage-eval's cases on ``hf_dir``; returns flat ``eval/<case>/<metric>`` metrics (every rank)."""
-    from mirage.evaluate import flat_metrics, run_evaluation
+    from mirage.evaluation.runner import flat_metrics, run_evaluation
     from mirage.evaluation.report import print_summary, send_to_loggers
     from mirage.utils import distributed as dist
 

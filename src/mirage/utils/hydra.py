@@ -15,9 +15,23 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
+class RefusedBeforeStart(Exception):
+    """A task refused to start before writing anything to its run folder (e.g. a resume from a checkpoint
+    of another method): ``task_wrapper`` reports it without writing
+    ``error.txt``: the folder stays as it was."""
+
+
 def register_resolvers() -> None:
     """OmegaConf resolvers used by mirage's configs (idempotent)."""
     _register_wandb_resolvers()
+    if not OmegaConf.has_resolver("if_resuming"):
+
+        def if_resuming(ckpt_path: Any, resuming: Any, otherwise: Any) -> Any:
+            """``${if_resuming:${oc.select:ckpt_path,null},<value when resuming>,<value otherwise>}``: Hydra's
+            run-folder writes that a resume withholds until its checkpoint is accepted (configs/hydra/)."""
+            return otherwise if ckpt_path in (None, "") else resuming
+
+        OmegaConf.register_new_resolver("if_resuming", if_resuming)
     if not OmegaConf.has_resolver("synthetic_data"):
 
         def synthetic_data(cache_dir: str, seed: int = 0, *sizes: int) -> str:
@@ -54,12 +68,18 @@ def _register_wandb_resolvers() -> None:
 def task_wrapper(task: Callable[[DictConfig], tuple[dict[str, Any], dict[str, Any]]]):
     """Run a task so that a failure is logged (with traceback, into the run dir) instead of killing a
     multirun, and so that W&B is always closed. Returns ``(metrics, objects)``; on failure the metrics
-    hold ``{"failed": True, "error": ...}`` and the exception is re-raised only for single runs."""
+    hold ``{"failed": True, "error": ...}`` and the exception is re-raised only for single runs. A
+    ``RefusedBeforeStart`` is only logged (to the console): the run folder stays as it was."""
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
             return task(cfg)
+        except RefusedBeforeStart as err:
+            log.error("%s", err)  # the run folder is left exactly as it was: no error.txt
+            if not is_multirun():
+                raise
+            return {"failed": True, "error": f"{type(err).__name__}: {err}"}, {}
         except Exception as err:
             output_dir = Path(cfg.paths.output_dir)
             output_dir.mkdir(parents=True, exist_ok=True)

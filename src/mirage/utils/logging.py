@@ -1,16 +1,27 @@
-"""Run metadata for loggers, and the W&B logger factory (offline unless an account is configured)."""
+"""Loggers and run metadata: the W&B logger factory (offline unless an account is configured), CSV and
+TensorBoard loggers that continue a resumed run's history, and the metadata every run logs."""
 
 from __future__ import annotations
 
+import csv
+import inspect
 import logging
 import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from mirage.utils.resume import ResumePoint
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +164,106 @@ def wandb_logger(mode: str = "auto", log_export: bool = False, **kwargs: Any) ->
     if mode == "disabled":
         return WandbLogger(mode="disabled", **kwargs)
     return WandbLogger(offline=mode == "offline", log_export=log_export, **kwargs)
+
+
+# --- loggers that continue a resumed run's history ----------------------------------------------------------
+class _ContinuedExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued rather than deleted: rows
+    logged before ``resume_step`` stay as they are, rows from it on (the resumed run logs them again) go."""
+
+    def __init__(self, log_dir: str, resume_step: int) -> None:
+        self.resume_step = resume_step
+        super().__init__(log_dir=log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+        kept = [row for number, row in enumerate(rows, 1) if self._step(row, number) < self.resume_step]
+        self.metrics_keys = header  # later rows append under the same header (widened if new keys come)
+        if len(kept) < len(rows):
+            with self._fs.open(self.metrics_file_path, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(kept)
+        log.info(
+            "continuing %s: kept %d rows before step %d", self.metrics_file_path, len(kept), self.resume_step
+        )
+
+    def _step(self, row: dict[str, str], number: int) -> float:
+        try:
+            return float(row.get("step") or "")
+        except ValueError:
+            raise ValueError(
+                f"{self.metrics_file_path}: row {number}: field 'step': not a number ({row.get('step')!r}); "
+                "cannot tell which rows come before the checkpoint"
+            ) from None
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's ``CSVLogger``; with ``resume_step`` (set by mirage-train when it resumes from a
+    checkpoint), ``metrics.csv`` keeps the rows logged before that step instead of being deleted."""
+
+    def __init__(self, *args: Any, resume_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_step = resume_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None and self.resume_step is not None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuedExperimentWriter(self.log_dir, self.resume_step)
+        return super().experiment
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's ``TensorBoardLogger``; with ``resume_step`` (set by mirage-train when it resumes), the new
+    event file tells TensorBoard to hide the killed run's events from that step on (``purge_step``), which the
+    resumed run logs again; the events before it stay."""
+
+    def __init__(self, *args: Any, resume_step: int | None = None, **kwargs: Any) -> None:
+        if resume_step is not None:
+            kwargs["purge_step"] = resume_step
+        super().__init__(*args, **kwargs)
+
+
+def instantiate_loggers(cfg: DictConfig | None, resume: ResumePoint | None = None) -> list[Logger]:
+    """The loggers of a ``logger`` config group. Resuming, those that can continue the run's history do:
+    mirage's ``CSVLogger`` and ``TensorBoardLogger`` get the checkpoint's step, ``wandb_logger`` the W&B run
+    id saved in the checkpoint (unless ``id`` is set), so the resumed run continues the same W&B run."""
+    from hydra.utils import get_object, instantiate
+
+    loggers: list[Logger] = []
+    if not cfg:
+        return loggers
+    if not isinstance(cfg, DictConfig):
+        raise TypeError("logger config must be a dict of named entries")
+    for name, entry in cfg.items():
+        if not (isinstance(entry, DictConfig) and "_target_" in entry):
+            continue
+        extra: dict[str, Any] = {}
+        if resume is not None:
+            target = get_object(entry._target_)
+            if "resume_step" in inspect.signature(target).parameters:
+                if resume.step is not None:
+                    extra["resume_step"] = resume.step
+            elif isinstance(target, type) and issubclass(
+                target, (LightningCSVLogger, LightningTensorBoardLogger)
+            ):
+                log.warning(
+                    "logger %s <%s> starts its files afresh on resume; mirage.utils.logging's keeps them",
+                    name,
+                    entry._target_,
+                )
+            if target is wandb_logger and entry.get("id") is None and resume.wandb_run_id:
+                extra["id"] = resume.wandb_run_id
+        log.info("instantiating logger %s <%s>", name, entry._target_)
+        loggers.append(instantiate(entry, **extra))
+    return loggers
 
 
 # --- W&B run fields from the Hydra job (resolvers, registered by mirage.utils.hydra.register_resolvers) ---

@@ -47,7 +47,9 @@ class FromFileAttack(Attack):
         """The file's rewrites by (id, subset), or by (id, None) without subset matching; read once."""
         if self._rewrites is None:
             # Images are the inputs' own, so the file's image paths need not exist here.
-            records = read_vlguard(self.path, self.image_root, VLGUARD_SUBSETS, check_images=False)
+            records = read_vlguard(
+                self.path, self.image_root, VLGUARD_SUBSETS, check_images=False, kshot=True
+            )
             if not records:
                 raise DataError(self.path, "no rewrites in the file")
             table: dict[tuple[str, str | None], list[Sample]] = defaultdict(list)

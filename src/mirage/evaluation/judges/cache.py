@@ -1,8 +1,8 @@
 """A verdict cache on disk, and the loop that judges only what the cache does not hold.
 
 The cache is an append-only JSON Lines file of ``{"key": ..., "verdict": {...}}``; the key is
-``JudgeInput.cache_key(judge.key)``, so it changes with the judge's settings, the question, the
-answer and the image. Each finished batch is appended and flushed, so a killed evaluation keeps
+``Judge.cache_key(item)``, so it changes with the judge's settings and every input field the judge
+reads (``Judge.reads``). Each finished batch is appended and flushed, so a killed evaluation keeps
 everything judged before it died; its half-written last line is dropped with a warning on reopen.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mirage.evaluation.judges.base import Judge, JudgeInput
+from mirage.utils.jsonl import load_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -29,31 +30,10 @@ class VerdictCache:
         self._load()
 
     def _load(self) -> None:
-        if not self.path.is_file():
-            return
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        complete_bytes = len(data)
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                key, verdict = record["key"], record["verdict"]
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                if line_no == len(lines):  # no newline after it: a write cut off by a killed process
-                    log.warning("%s: ignoring a truncated last line (%d bytes)", self.path, len(line))
-                    complete_bytes = len(data) - len(line)
-                else:
-                    log.warning("%s: ignoring malformed line %d", self.path, line_no)
-                continue
-            self._verdicts[key] = verdict
-        if complete_bytes < len(data):
-            # Cut the fragment off so the next append starts on a fresh line instead of extending it.
-            os.truncate(self.path, complete_bytes)
-        elif data and not data.endswith(b"\n"):
-            with open(self.path, "ab") as handle:
-                handle.write(b"\n")
+        # A lost verdict is only judged again, so bad lines are skipped (with a warning), not fatal;
+        # the file's tail is readied for appending (torn line cut off, missing newline added).
+        for record in load_jsonl(self.path, required=("key", "verdict"), skip_malformed=True, repair=True):
+            self._verdicts[record["key"]] = record["verdict"]
 
     def __len__(self) -> int:
         return len(self._verdicts)
@@ -93,8 +73,7 @@ def run_judge(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    judge_key = judge.key
-    keys = [item.cache_key(judge_key) for item in items]
+    keys = [judge.cache_key(item) for item in items]
     found: dict[str, dict[str, Any]] = {}
     if cache is not None:
         found = {key: verdict for key in set(keys) if (verdict := cache.get(key)) is not None}

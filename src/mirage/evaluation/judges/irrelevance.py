@@ -27,6 +27,7 @@ class IrrelevanceRulesJudge(Judge):
     """
 
     name = "irrelevance_rules"
+    reads = ("answer",)
     batch_size = 1024
 
     def __init__(self, words: Sequence[str] | None = None, batch_size: int | None = None) -> None:

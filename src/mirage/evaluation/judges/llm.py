@@ -69,6 +69,15 @@ _FIELDS = {"question", "answer"}
 _DECORATION = " \t\r\n*-_#>\"'`•·"
 
 
+def weights_fingerprint(name_or_path: str | None) -> Any:
+    """Names, sizes and times of a local model's weight files (a hub name stands for itself): a judge
+    model retrained in place must not reuse the old model's verdicts."""
+    if not name_or_path or not Path(name_or_path).is_dir():
+        return None
+    files = sorted(Path(name_or_path).glob("*.safetensors")) + sorted(Path(name_or_path).glob("*.bin"))
+    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
 def check_template(template: str, allowed: frozenset[str] | set[str] = _FIELDS) -> None:
     """Fail early, naming the field, when a template uses fields other than ``allowed``."""
     try:
@@ -126,9 +135,15 @@ class LLMJudge(Judge):
             model = getattr(config, "_name_or_path", None) or type(model_and_processor[0]).__name__
         self.model_name = str(model) if model is not None else None
 
+    @property
+    def reads(self) -> tuple[str, ...]:  # type: ignore[override]
+        fields = tuple(sorted(self.template_fields))
+        return (*fields, "image") if self.use_image else fields
+
     def settings(self) -> dict[str, Any]:
         return {
             "model": self.model_name,
+            "weights": weights_fingerprint(self.model_name),
             "prompt": self.prompt,
             "max_new_tokens": self.max_new_tokens,
             "use_image": self.use_image,

@@ -12,7 +12,8 @@ diverges, in harm, from the base model's answer. Every verdict holds ``score`` (
 - :class:`LLMMisalignmentJudge` asks a local model (the in-process LLM judge machinery), and
   ``OpenAICompatibleJudge(kind="misalignment")`` asks a server with the same prompt and parser.
 
-The base answer is part of the input, so it is part of the verdict cache key (:class:`PairInput`).
+The base answer is part of the input (:class:`PairInput`) and a field these judges read, so it is part
+of the verdict cache key.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any
 
 from mirage.evaluation.judges.base import Judge, JudgeInput
 from mirage.evaluation.judges.llm import LLMJudge, strip_decoration
-from mirage.utils.hashing import stable_hash
 
 MISALIGNMENT_PROMPT = (
     "You compare two AI assistants' answers to the same user request (about the image, if one is shown).\n\n"
@@ -40,13 +40,9 @@ _NUMBER = re.compile(r"(-?\d+(?:\.\d+)?)")
 
 @dataclass
 class PairInput(JudgeInput):
-    """A judge input with the base model's answer to the same prompt."""
+    """A judge input with the base model's answer to the same prompt (a field judges may read)."""
 
     base_answer: str = ""
-
-    def cache_key(self, judge_key: str) -> str:
-        image = str(self.image) if self.image else None
-        return stable_hash([judge_key, self.question, self.answer, self.base_answer, image])[:32]
 
 
 def parse_score(reply: str) -> dict[str, Any]:
@@ -70,6 +66,7 @@ class OracleMisalignmentJudge(Judge):
     """Ground-truth misalignment for the synthetic narrow domain (see module docstring)."""
 
     name = "oracle_misalignment"
+    reads = ("answer", "base_answer", "meta.truth")
     decides = False
     batch_size = 512
 

@@ -86,6 +86,10 @@ class OpenAICompatibleJudge(Judge):
         self.timeout = float(timeout)
         self.retries = int(retries)
 
+    @property
+    def reads(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.task.reads
+
     def settings(self) -> dict[str, Any]:
         # Only what changes replies; the key (and its variable's name) stay out on purpose.
         return {

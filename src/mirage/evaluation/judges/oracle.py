@@ -29,6 +29,7 @@ def _normal(text: str) -> str:
 
 class OracleJudge(Judge):
     name = "oracle"
+    reads = ("answer", "meta.truth")  # the verdict is the answer against the ground truth, nothing else
     batch_size = 256
 
     def __init__(self, refusal: KeywordRefusalJudge | None = None) -> None:

@@ -1,28 +1,20 @@
-"""Tiny VLMs built offline: random weights, a locally trained tokenizer, a real processor.
+"""What determines a tiny VLM (its spec and hash), and the pieces every family's tiny builder shares.
 
-They are saved with ``save_pretrained`` and loaded back through the same
-``from_pretrained`` path as a 7B checkpoint, so CPU tests exercise the real loading code.
-Each build is cached under a directory named after a hash of its spec; a multirun whose
-jobs race to build the same model each build into a temporary directory and one rename wins.
+A builder (``configs/family/<name>.yaml``, ``tiny_builders``) is a function ``builder(spec, out_dir)`` that
+writes a checkpoint with ``save_pretrained``: random weights seeded by ``spec.seed``, a tokenizer trained
+here (:func:`train_tokenizer`) with the family's special tokens, the family's PIL image processor and a
+chat template that accepts ``content`` as a string or as ``{"type": "image"}`` / ``{"type": "text"}`` parts.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from mirage.utils.hashing import stable_hash
-
-log = logging.getLogger(__name__)
 
 # Special tokens shared by all tiny tokenizers.
 PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
@@ -64,7 +56,7 @@ a person, a cat, a dog, a car, a knife, a gun, a pill, a bottle, a book, a phone
 class TinyVLMSpec:
     """Everything that determines a tiny model; its hash names the cache directory."""
 
-    family: str = "llava"
+    family: str = "llava"  # a model type with a tiny builder in some configs/family/<name>.yaml
     seed: int = 0
     vocab_size: int = 512
     corpus: list[str] = field(default_factory=list)
@@ -84,7 +76,8 @@ class TinyVLMSpec:
     max_positions: int = 512
 
     def key(self) -> str:
-        # The built-in corpus is part of the key: editing it must not reuse a stale tokenizer.
+        # The built-in corpus is part of the key: editing it must not reuse a stale tokenizer. (The LLaVA
+        # template is in every family's key since the key exists; dropping it would rename every cache.)
         content = {"spec": dataclasses.asdict(self), "corpus": _BASE_CORPUS, "template": LLAVA_CHAT_TEMPLATE}
         return f"tiny_{self.family}-{stable_hash(content)[:10]}"
 
@@ -171,121 +164,8 @@ def vision_dims(spec: TinyVLMSpec) -> dict[str, int]:
     }
 
 
-def _build_llava(spec: TinyVLMSpec, out_dir: Path) -> None:
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-    from transformers.models.clip import CLIPImageProcessorPil
-
-    tokenizer = train_tokenizer(spec)
-    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE)
-    num_patches = (spec.image_size // spec.patch_size) ** 2
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(**vision_dims(spec)),
-        text_config=LlamaConfig(
-            hidden_size=spec.hidden,
-            intermediate_size=spec.intermediate,
-            num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads,
-            num_key_value_heads=spec.kv_heads,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=spec.max_positions,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        image_token_index=image_token_id,
-        image_seq_length=num_patches,
-        vision_feature_layer=spec.vision_feature_layer,
-        vision_feature_select_strategy="default",  # drops CLS, hence num_additional_image_tokens=1 below
-    )
-    torch.manual_seed(spec.seed)
-    model = LlavaForConditionalGeneration(config)
-    set_generation_ids(model, tokenizer)
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": spec.image_size},
-        crop_size={"height": spec.image_size, "width": spec.image_size},
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=spec.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_CHAT_TEMPLATE,
-    )
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-
-
-_BUILDERS = {"llava": _build_llava}
-
-
-def register_tiny_builder(family: str, builder) -> None:
-    """Add a tiny builder ``builder(spec, out_dir)`` for another family."""
-    _BUILDERS[family] = builder
-
-
-def build_tiny_vlm(
-    spec: TinyVLMSpec | dict[str, Any], cache_dir: str | Path, *, rebuild: bool = False
-) -> Path:
-    """Build (or find in ``cache_dir``) the tiny model for ``spec``; returns its checkpoint directory."""
-    spec = spec if isinstance(spec, TinyVLMSpec) else TinyVLMSpec(**spec)
-    if spec.family not in _BUILDERS:
-        raise KeyError(f"no tiny builder for family {spec.family!r}; known: {sorted(_BUILDERS)}")
-    cache_dir = Path(cache_dir).resolve()  # absolute: LoRA exports record the base model's path
-    target = cache_dir / spec.key()
-    if target.exists() and not rebuild:
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key()}-", dir=cache_dir))
-    try:
-        _BUILDERS[spec.family](spec, tmp)
-        (tmp / "mirage_tiny_spec.json").write_text(_spec_json(spec))
-        if rebuild and target.exists():
-            shutil.rmtree(target)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another job won the race; its build is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info("built tiny %s model at %s", spec.family, target)
-    return target
-
-
-def load_tiny_vlm(cache_dir: str | Path, spec: dict[str, Any] | None = None, **load_kwargs):
-    """Hydra target for ``model=tiny_*``: build on first use, then load through ``load_vlm``."""
-    from mirage.models.loading import load_vlm
-
-    path = build_tiny_vlm(TinyVLMSpec(**(spec or {})), cache_dir)
-    return load_vlm(path, **load_kwargs)
-
-
-def _spec_json(spec: TinyVLMSpec) -> str:
-    import json
-
-    return json.dumps(dataclasses.asdict(spec), indent=2, sort_keys=True)
-
-
-def cli(argv: list[str] | None = None) -> None:
-    """``mirage-build-tiny``: write a tiny checkpoint directory."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", default="llava", choices=sorted(_BUILDERS))
-    parser.add_argument("--out", default="data/cache/tiny_models", help="cache directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size")
-    parser.add_argument("--rebuild", action="store_true")
-    args = parser.parse_args(argv)
-    spec = TinyVLMSpec(family=args.family, seed=args.seed, **PRESETS[args.preset])
-    path = build_tiny_vlm(spec, args.out, rebuild=args.rebuild)
-    print(path)
-
-
-# The other families' builders register themselves on import (kept in their own module for size).
-import mirage.models.tiny_builders  # noqa: E402, F401
+def head_dim(spec: TinyVLMSpec) -> int:
+    """Width of one attention head of the language model."""
+    if spec.hidden % spec.heads:
+        raise ValueError(f"hidden={spec.hidden} is not a multiple of heads={spec.heads}")
+    return spec.hidden // spec.heads
