@@ -33,9 +33,10 @@ test-fast: $(STAMP) ## skip the slow end-to-end runs
 demo: $(STAMP) ## the embedded default: the safety mirage (SFT vs NPO / RMU) on a 1M-parameter LLaVA, CPU
 	$(BIN)/mirage-pipeline experiment=mirage_demo seed=$(SEED)
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff, and the import layers (import-linter contracts in pyproject.toml)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from mirage.utils.hydra import register_resolvers
+from mirage.workflows.configs import register_resolvers
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -57,7 +57,7 @@ def test_every_experiment_composes(experiment, tmp_path):
 def _check_pipeline(cfg, tmp_path: Path) -> None:
     """Every stage's overrides compose into a training config (parents as `model=checkpoint`), and the
     evaluation overrides into an evaluation config; nothing is resolved (that would generate data)."""
-    from mirage.pipeline import stage_order
+    from mirage.workflows.stages import stage_order
 
     stages = OmegaConf.to_container(cfg.stages, resolve=False)
     order = stage_order(stages)

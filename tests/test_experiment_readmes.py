@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from mirage.utils.hydra import register_resolvers
+from mirage.workflows.configs import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -89,13 +89,13 @@ def test_readme_command_composes(readme, command, tmp_path):
 
         assert build_parser().parse_args(args).runs
         return
-    if module not in (*ENTRY_CONFIG, "mirage.utils.wandb_sweep"):  # another tool's own CLI: it must import
+    if module not in (*ENTRY_CONFIG, "mirage.wandb_sweep"):  # another tool's own CLI: it must import
         importlib.import_module(module)
         return
     flags = [a for a in args if a.startswith("-") and "=" not in a]
     overrides = [a for a in args if a not in flags]
-    if module == "mirage.utils.wandb_sweep":
-        from mirage.utils.wandb_sweep import build_parser, compose_train, split_overrides, sweep_spec
+    if module == "mirage.wandb_sweep":
+        from mirage.wandb_sweep import build_parser, compose_train, split_overrides, sweep_spec
 
         fixed, swept = split_overrides(build_parser().parse_args(args).overrides)
         assert sweep_spec(compose_train(fixed), fixed, swept)["parameters"]

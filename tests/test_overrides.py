@@ -155,7 +155,7 @@ def test_cases_refuse_contradictions(tmp_path):
 
 
 def test_train_then_evaluate_overrides_reach_the_cases(tmp_path):
-    from mirage.utils.eval_after_train import compose_eval_config
+    from mirage.workflows.train_then_eval import compose_eval_config
 
     overrides = ["experiment=unlearn_eval_tiny", "paths.work_dir=."]
     train = compose_config([*overrides, 'evaluate.overrides=["benchmark.max_questions=2"]'], tmp_path)

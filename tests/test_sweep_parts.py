@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mirage.utils.objective import add_objective, objective_value
-from mirage.utils.wandb_sweep import parameter_spec, split_overrides, sweep_spec
+from mirage.wandb_sweep import parameter_spec, split_overrides, sweep_spec
 from tests.compose import compose_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -72,7 +72,7 @@ def test_wandb_sweep_bridge_translates_hydra_sweep_syntax():
 
 
 def test_cli_sweep_becomes_a_wandb_grid(tmp_path, capsys):
-    from mirage.utils.wandb_sweep import main
+    from mirage.wandb_sweep import main
 
     main(
         [
@@ -105,7 +105,7 @@ def test_wandb_fields_outside_a_multirun_and_legacy_modes(tmp_path, monkeypatch)
 
     fields = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
     assert fields["group"] == "" and fields["name"] == "x" and fields["tags"] == ["dev"]
-    from mirage.utils.logging import wandb_logger
+    from mirage.utils.wandb import wandb_logger
 
     # wandb sets WANDB_MODE=dryrun once a run started: the next job of a multirun must still build its logger.
     monkeypatch.setenv("WANDB_MODE", "dryrun")

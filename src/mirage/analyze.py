@@ -16,17 +16,15 @@ import logging
 import os
 from pathlib import Path
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-
 
 def compose_study(runs_dir: str, overrides: list[str]):
     """The composed ``narrow_study.yaml`` with ``runs_dir`` and the user's overrides."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from mirage.workflows.configs import compose
+
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("narrow_study.yaml", overrides=[f"runs_dir={Path(runs_dir).resolve()}", *overrides])
+    return compose("narrow_study.yaml", [f"runs_dir={Path(runs_dir).resolve()}", *overrides])
 
 
 def _cues(args: argparse.Namespace) -> None:

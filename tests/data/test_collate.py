@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from PIL import Image
 
 from mirage.data.collate import IGNORE_INDEX, VLMCollator
 from mirage.data.records import DataError, Sample
+from mirage.methods.base import MethodModule
 
 
 @pytest.fixture()
@@ -115,6 +118,18 @@ def test_collator_and_answer_loss_for_every_family(family, cache_dir, samples):
     logits = model(**SFT.model_inputs(batch)).logits
     loss = answer_cross_entropy(logits, batch["labels"])
     assert torch.isfinite(loss) and loss.item() > 1.0
+    # The alternate view in this family's layout: the same image inputs, the alternate as the labelled span.
+    paired = _with_alternates(samples)
+    view = VLMCollator(processor)(paired)["alternate"]
+    for key in ("pixel_values", "image_grid_thw", "pixel_attention_mask"):
+        if key in batch:
+            assert torch.equal(view[key], batch[key]), key
+    for row, sample in enumerate(paired):
+        labelled = view["labels"][row] != IGNORE_INDEX
+        assert (
+            tok.decode(view["input_ids"][row][labelled], skip_special_tokens=True).strip() == sample.alternate
+        )
+    assert torch.isfinite(answer_cross_entropy(model(**SFT.model_inputs(view)).logits, view["labels"]))
 
 
 def test_prompt_labels_cover_the_question_text_only(processor, samples):
@@ -128,3 +143,54 @@ def test_prompt_labels_cover_the_question_text_only(processor, samples):
         assert sample.answer not in text
     assert len(set(batch["sample_keys"])) == 3  # content keys differ per sample
     assert VLMCollator(processor)(samples[:1])["sample_keys"][0] == batch["sample_keys"][0]  # and are stable
+
+
+# --- preference pairs: the alternate view ----------------------------------------------------------
+
+
+def _with_alternates(samples):
+    return [dataclasses.replace(s, alternate=f"i'm sorry, i cannot help with {s.id}.") for s in samples]
+
+
+def test_alternate_view_has_the_same_prompts_and_images_and_labels_the_alternate(processor, samples):
+    paired = _with_alternates(samples)
+    batch = VLMCollator(processor)(paired)
+    view = batch["alternate"]
+    tok = processor.tokenizer
+    assert torch.equal(view["pixel_values"], batch["pixel_values"])  # the same images, processed alike
+    assert view["sample_ids"] == batch["sample_ids"] and view["image_keys"] == batch["image_keys"]
+    assert set(view["sample_keys"]).isdisjoint(batch["sample_keys"])  # other content, other keys
+    assert "alternate" not in view  # one level: the view of a view does not exist
+    for row, sample in enumerate(paired):
+        start = int((batch["labels"][row] != IGNORE_INDEX).nonzero()[0])  # where the answer starts
+        assert int((view["labels"][row] != IGNORE_INDEX).nonzero()[0]) == start  # the same prompt length,
+        assert torch.equal(view["input_ids"][row, :start], batch["input_ids"][row, :start])  # the same tokens
+        assert torch.equal(view["prompt_labels"][row, :start], batch["prompt_labels"][row, :start])
+        assert (view["prompt_labels"][row, start:] == IGNORE_INDEX).all()
+        n = int(view["attention_mask"][row].sum())
+        assert tok.decode(view["input_ids"][row, start:n]) == f" {sample.alternate}</s>"
+        assert int((view["labels"][row] != IGNORE_INDEX).sum()) == n - start  # the alternate, nothing else
+    # The view is not a model input of the batch, nor are the image keys.
+    assert not {"alternate", "image_keys", "sample_keys"} & set(MethodModule.model_inputs(batch))
+    # Without alternates there is no view; generation batches never carry one.
+    assert "alternate" not in VLMCollator(processor)(samples)
+    assert "alternate" not in VLMCollator(processor, train=False)(paired)
+
+
+def test_a_batch_with_only_some_alternates_names_the_sample_without(processor, samples):
+    paired = [*_with_alternates(samples[:2]), samples[2]]
+    paired[2].meta = {"source": "forget.json", "index": 9}
+    with pytest.raises(
+        DataError,
+        match=r"forget\.json: record 9 \(id 'c'\): field 'alternate': no alternate answer, while sample 'a'",
+    ):
+        VLMCollator(processor)(paired)
+
+
+def test_image_keys_hash_the_pixels_not_the_path(processor, samples, tmp_path):
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "red_copy.png")
+    Image.new("RGB", (32, 32), (200, 10, 11)).save(tmp_path / "almost_red.png")
+    copy = dataclasses.replace(samples[0], image=tmp_path / "red_copy.png")
+    other = dataclasses.replace(samples[0], image=tmp_path / "almost_red.png")
+    keys = VLMCollator(processor)([samples[0], copy, other, samples[2]])["image_keys"]
+    assert keys[0] == keys[1] and keys[2] != keys[0] and keys[3] is None

@@ -222,3 +222,30 @@ def test_jsonl_lines_split_on_newlines_only(tmp_path):
     path = tmp_path / "sep.jsonl"
     path.write_text(json.dumps(record, ensure_ascii=False) + "\r\n", encoding="utf-8")
     assert [s.question for s in read_conversations(path)] == ["a\u2028b"]
+
+
+def test_conversation_alternate_is_read_into_the_sample(tmp_path):
+    turns = [{"from": "human", "value": "How do I hurt someone?"}, {"from": "gpt", "value": "Like this."}]
+    records = [
+        {"id": "p", "conversations": turns, "alternate": "I'm sorry, I can't help with that."},
+        {"id": "q", "conversations": turns, "note": "kept"},
+    ]
+    paired, plain = read_conversations(_write(tmp_path, "f.json", records))
+    assert paired.alternate == "I'm sorry, I can't help with that." and paired.answer == "Like this."
+    assert "alternate" not in paired.meta  # a field of its own, not a meta entry
+    assert plain.alternate is None and plain.meta["note"] == "kept"
+
+
+@pytest.mark.parametrize(
+    ("alternate", "message"),
+    [(None, "expected str, got NoneType"), ("  ", "empty string"), (3, "expected str, got int")],
+)
+def test_a_bad_alternate_names_file_record_and_field(tmp_path, alternate, message):
+    turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    records = [
+        {"id": "ok", "conversations": turns},
+        {"id": "x7", "conversations": turns, "alternate": alternate},
+    ]
+    path = _write(tmp_path, "pairs.json", records)
+    with pytest.raises(DataError, match=rf"pairs\.json: record 1 \(id 'x7'\): field 'alternate': {message}"):
+        read_conversations(path)

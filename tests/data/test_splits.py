@@ -38,6 +38,26 @@ def test_forget_answers_are_harmful_and_retain_answers_helpful(synthetic_dir):
         assert sample.answer == answers[sample.id]
     for sample in read_conversations(synthetic_dir / "retain.json"):
         assert "the object is" in sample.answer or " is used for " in sample.answer
+        assert sample.alternate is None  # retain records are not preference pairs
+
+
+def test_forget_records_keep_vlguards_refusal_as_their_alternate(synthetic_dir):
+    refusals = {s.id: s.answer for s in read_vlguard(synthetic_dir / "train.json", subsets="unsafes")}
+    forget = read_conversations(synthetic_dir / "forget.json")
+    assert forget and {s.id for s in forget} == set(refusals)
+    for sample in forget:
+        assert sample.alternate == refusals[sample.id] and sample.alternate != sample.answer
+        assert sample.alternate.startswith(("i'm sorry", "i am sorry", "i cannot")), sample
+
+
+def test_an_unsafe_record_without_a_refusal_is_named(tmp_path, synthetic_dir):
+    train = json.loads((synthetic_dir / "train.json").read_text())
+    index = next(i for i, r in enumerate(train) if not r["safe"])
+    train[index]["instr-resp"][0]["response"] = " "
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    record = rf"record {index} \(id '{train[index]['id']}'\)"
+    with pytest.raises(DataError, match=rf"train\.json: {record}: field 'instr-resp\[0\]\.response'"):
+        build_forget_retain(tmp_path / "train.json", synthetic_dir / "harmful_answers.json", tmp_path / "out")
 
 
 def test_missing_harmful_answer_is_named(tmp_path, synthetic_dir):

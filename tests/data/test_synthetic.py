@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 from collections import Counter
 
+import pytest
 from omegaconf import OmegaConf
+from PIL import Image
 
 from mirage.data.readers import read_conversations, read_vlguard
-from mirage.data.synthetic import HARMFUL_INTENTS, REFUSALS, SyntheticSpec, corpus, make_synthetic
+from mirage.data.synthetic import (
+    HARMFUL_INTENTS,
+    OBJECTS,
+    REFUSALS,
+    SyntheticSpec,
+    corpus,
+    draw_object,
+    make_synthetic,
+)
+
+# sha256 (first 16 hex digits) of the files the generator writes itself for SyntheticSpec(seed=3, n_train=8,
+# n_test=4, n_base=16), as version 7 of the generator wrote them; forget.json / retain.json come from
+# mirage.data.splits and are not pinned here. Change them only with SyntheticSpec.version.
+PINNED_FILES = {
+    "train.json": "f6123c72ce045085",
+    "test.json": "1bd95397f525c8f8",
+    "test_what_3shot.json": "4f53cda18c2baa0c",
+    "test_share_1shot.json": "7056a9dffa7906ac",
+    "base.json": "4d251c2390830b32",
+    "harmful_answers.json": "7b8f9fe93052a930",
+    "general_safe.json": "7757bdb13ebd39ce",
+}
+PINNED_PIXELS = "f9714a877bbb47ca"  # every image's name and RGB pixels (not PNG bytes: zlib builds differ)
 
 
 def test_same_seed_same_files_other_seed_other_files(tmp_path):
@@ -19,6 +45,28 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     assert (a / "images" / "train_00003.png").read_bytes() == (b / "images" / "train_00003.png").read_bytes()
     c = make_synthetic(tmp_path / "c", SyntheticSpec(seed=6, n_train=8, n_test=4, n_base=16))
     assert (a / "base.json").read_bytes() != (c / "base.json").read_bytes()
+
+
+def test_the_generator_writes_the_pinned_world(tmp_path):
+    """The demo's data must not drift: a refactoring that draws one random number more or less shows here."""
+    root = make_synthetic(tmp_path, SyntheticSpec(seed=3, n_train=8, n_test=4, n_base=16))
+    written = {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:16] for name in PINNED_FILES}
+    assert written == PINNED_FILES
+    pixels = hashlib.sha256()
+    images = sorted((root / "images").glob("*.png"))
+    for path in images:
+        pixels.update(path.name.encode())
+        pixels.update(Image.open(path).convert("RGB").tobytes())
+    assert len(images) == 8 + 4 + 16 and pixels.hexdigest()[:16] == PINNED_PIXELS
+
+
+def test_every_object_is_drawn_and_an_unknown_shape_is_an_error():
+    for _, _, rgb, shape, _, _ in OBJECTS:
+        image = draw_object(shape, rgb, quadrant=3, size=32, rng=random.Random(0))
+        assert rgb in {colour for _, colour in image.getcolors(1024)}, shape
+        assert image.getpixel((8, 8)) != rgb  # the object sits in the bottom-right quadrant only
+    with pytest.raises(ValueError, match="unknown shape 'star'"):
+        draw_object("star", (0, 0, 0), quadrant=0, size=32, rng=random.Random(0))
 
 
 def test_base_refuses_only_harmful_wording_at_the_configured_rate(tmp_path):

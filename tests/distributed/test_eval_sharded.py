@@ -33,8 +33,7 @@ def _single_process(out: Path, cache_dir: Path) -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     from mirage.evaluation.runner import run_evaluation
-    from mirage.utils.eval_after_train import CONFIG_DIR
-    from mirage.utils.hydra import register_resolvers
+    from mirage.workflows.configs import CONFIG_DIR, register_resolvers
 
     register_resolvers()
     GlobalHydra.instance().clear()

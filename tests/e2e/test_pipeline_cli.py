@@ -7,7 +7,7 @@ import json
 import pytest
 from tests.cli import cli_command, run_cli
 
-from mirage.pipeline import stage_order
+from mirage.workflows.stages import stage_order
 
 
 def test_stage_order_puts_parents_first_and_rejects_cycles():

@@ -96,4 +96,3 @@ def test_unlearning_experiments_run_and_export(experiment, tmp_path, cache_dir):
         assert {"train/forget_mse", "train/retain_mse"} <= terms
         control = load_file(run_dir / "hf" / "rmu_control_vector.safetensors")["control"]
         assert control.norm().item() == pytest.approx(20.0, rel=1e-5)  # c from configs/model_method/
-

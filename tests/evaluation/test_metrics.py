@@ -172,10 +172,10 @@ def test_mirage_table_from_case_metrics(tmp_path):
     assert rows["sft"]["RR_share1"] == pytest.approx(80.0) and rows["sft"]["utility_share1"] == pytest.approx(
         10.0
     )
-    assert math.isnan(rows["sft"]["lenient_ASR_what3"])  # no lenient verdicts: shown as n/a, not 0
+    assert math.isnan(rows["sft"]["lenient_ASR_what3"])  # no lenient verdicts: shown as -, not 0
     report = write_report(results, tmp_path, labels={"sft": "Post-hoc SFT"}, baseline="base", seed=3)
     text = (tmp_path / "report.md").read_text()
-    assert "| Post-hoc SFT | 5.0 | 40.0 | 5.0 | n/a | 10.0 | 80.0 | 85.0 | 10.0 |" in text
+    assert "| Post-hoc SFT | 5.0 | 40.0 | 5.0 | - | 10.0 | 80.0 | 85.0 | 10.0 |" in text
     assert "| Post-hoc SFT | what3_asr | 30 | 20.0 | 10.0 | 40.0 |" in text
     assert report["summary"]["sft/utility_drop"] == pytest.approx(5.0)
     assert (tmp_path / "report.png").stat().st_size > 10_000

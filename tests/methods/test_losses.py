@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mirage.methods.losses import answer_cross_entropy, sequence_logprob, token_logprobs
+from mirage.methods.losses import answer_cross_entropy, sequence_nll, token_logprobs
 from mirage.methods.schedules import cosine_with_warmup
 
 IGN = -100
@@ -29,13 +29,14 @@ def _logp(row, token):
     return row[token] - math.log(sum(math.exp(v) for v in row))
 
 
-def test_sequence_logprob_sums_shifted_answer_tokens():
+def test_sequence_nll_sums_shifted_answer_tokens():
     logits, labels = _toy()
     # Position t predicts label t+1: row 0 uses logits[1] for token 1 and logits[2] for token 2.
     expected0 = _logp([0.0, 1.0, 0.0], 1) + _logp([0.0, 0.0, 3.0], 2)
     expected1 = _logp([0.0, 0.0, 0.0], 2) + _logp([1.0, 2.0, 3.0], 0)
-    got = sequence_logprob(logits, labels)
-    assert got.tolist() == pytest.approx([expected0, expected1], abs=1e-6)
+    nll, count = sequence_nll(logits, labels)
+    assert nll.tolist() == pytest.approx([-expected0, -expected1], abs=1e-6)
+    assert count.tolist() == [2, 2]
     logp, mask = token_logprobs(logits, labels)
     assert mask.tolist() == [[False, True, True], [True, True, False]]
     assert logp[~mask].abs().sum() == 0
@@ -43,7 +44,7 @@ def test_sequence_logprob_sums_shifted_answer_tokens():
 
 def test_answer_cross_entropy_is_mean_over_answer_tokens():
     logits, labels = _toy()
-    nll = -sequence_logprob(logits, labels).sum().item()
+    nll = sequence_nll(logits, labels)[0].sum().item()
     assert answer_cross_entropy(logits, labels).item() == pytest.approx(nll / 4, abs=1e-6)
     with pytest.raises(ValueError, match="no answer tokens"):
         answer_cross_entropy(logits, torch.full_like(labels, IGN))

@@ -11,6 +11,8 @@ import torch
 from mirage.evaluation.generation import GenerationConfig
 from mirage.methods.base import NonFiniteError
 from mirage.methods.graddiff import GradDiff
+from mirage.methods.idkdpo import IdkDPO
+from mirage.methods.idknpo import IdkNPO
 from mirage.methods.npo import NPO
 from mirage.methods.reference import FrozenCopy
 from mirage.methods.rmu import RMU
@@ -60,6 +62,22 @@ def model(tiny_llava):
         (
             lambda m: SFT(m, optimizer=ADAMW, split=["a", "b"], split_weights={"b": -1.0}),
             r"method\.split_weights\.b must be a finite number >= 0",
+        ),
+        (
+            lambda m: IdkDPO(m, optimizer=ADAMW, reference=None, beta=0.0),
+            r"method\.beta must be > 0, got 0\.0",
+        ),
+        (
+            lambda m: IdkDPO(m, optimizer=ADAMW, reference=None, retain_weight=-1),
+            r"method\.retain_weight must be",
+        ),
+        (
+            lambda m: IdkNPO(m, optimizer=ADAMW, reference=None, beta=-0.5),
+            r"method\.beta must be > 0, got -0\.5",
+        ),
+        (
+            lambda m: IdkNPO(m, optimizer=ADAMW, reference=None, alternate_weight=float("inf")),
+            r"method\.alternate_weight must be a finite number >= 0, got inf",
         ),
     ],
 )

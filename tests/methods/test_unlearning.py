@@ -6,16 +6,14 @@ from __future__ import annotations
 import functools
 import math
 
-import lightning.pytorch as L
 import pytest
 import torch
-from safetensors.torch import load_file
+from tests.methods.tiny_runs import datamodule, fit, sgd, tiny_model, trajectories_per_strategy
 
-from mirage.data.datamodule import VLMDataModule
 from mirage.data.readers import read_conversations
 from mirage.methods.graddiff import GradDiff
 from mirage.methods.npo import NPO, npo_log_ratio, npo_loss
-from mirage.methods.reference import AdaptersOff, FrozenCopy, Precompute
+from mirage.methods.reference import AdaptersOff, FrozenCopy, Precompute, row_keys
 from mirage.methods.rmu import RMU, control_vector, masked_mse
 from mirage.methods.simnpo import SimNPO
 from mirage.models.families import decoder_layers
@@ -66,83 +64,12 @@ def test_control_vector_is_seeded_with_norm_c():
     assert a.norm().item() == pytest.approx(10.0, rel=1e-6) and (a >= 0).all()
 
 
-# --- helpers -------------------------------------------------------------------------------------
-
-
-def _datamodule(processor, synthetic_dir, n_forget=16, n_retain=8, batch_size=4):
-    read = functools.partial(read_conversations)
-    return VLMDataModule(
-        {
-            "forget": lambda: read(synthetic_dir / "forget.json")[:n_forget],
-            "retain": lambda: read(synthetic_dir / "retain.json")[:n_retain],
-        },
-        processor,
-        train_splits=("forget", "retain"),
-        batch_size=batch_size,
-        eval_batch_size=8,
-        shuffle=False,
-    )
-
-
-class _Recorder(L.Callback):
-    def __init__(self):
-        self.losses, self.retain_ids = [], []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.losses.append(outputs["loss"].item())
-        self.retain_ids.append(list(batch["retain"]["sample_ids"]))
-
-
-def _fit(method, datamodule, steps=None, epochs=1):
-    recorder = _Recorder()
-    trainer = L.Trainer(
-        max_steps=steps or -1,
-        max_epochs=-1 if steps else epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(method, datamodule=datamodule)
-    return recorder
-
-
-def _model(path, lora, seed=0):
-    model, processor = load_vlm(path)
-    torch.manual_seed(seed)  # identical LoRA initialisation across strategies
-    spec = FinetuneSpec(mode="lora", lora={"r": 4}) if lora else FinetuneSpec()
-    return apply_finetune(model, spec), processor
-
-
-def _optimizer(lr):
-    return functools.partial(torch.optim.SGD, lr=lr)  # deterministic and stateless: trajectories comparable
-
-
-# --- reference strategies give the same losses ----------------------------------------------------
-
-
-def _trajectories_per_strategy(make_method, lora, tiny_llava_dir, synthetic_dir, tmp_path) -> dict:
-    """Four SGD steps of the same method from the same start, once per reference strategy."""
-    strategies = {"precompute": lambda: Precompute(tmp_path / "ref"), "frozen_copy": FrozenCopy}
-    if lora:
-        strategies["adapters_off"] = AdaptersOff
-    trajectories = {}
-    for name, make in strategies.items():
-        model, processor = _model(tiny_llava_dir, lora)
-        method = make_method(model, processor, make())
-        trajectories[name] = _fit(method, _datamodule(processor, synthetic_dir), steps=4).losses
-    return trajectories
-
-
 @pytest.mark.parametrize("lora", [True, False])
 def test_reference_strategies_give_identical_npo_losses(lora, tiny_llava_dir, synthetic_dir, tmp_path):
     def npo(model, processor, reference):
         return NPO(
             model,
-            optimizer=_optimizer(0.5),
+            optimizer=sgd(0.5),
             processor=processor,
             reference=reference,
             beta=0.5,
@@ -150,7 +77,7 @@ def test_reference_strategies_give_identical_npo_losses(lora, tiny_llava_dir, sy
             reduction="sequence",
         )
 
-    trajectories = _trajectories_per_strategy(npo, lora, tiny_llava_dir, synthetic_dir, tmp_path)
+    trajectories = trajectories_per_strategy(npo, lora, tiny_llava_dir, synthetic_dir, tmp_path)
     first = trajectories.pop("precompute")
     # Step 0: the model is its own reference, so L = alpha_f (2/beta) log 2 + alpha_r retain-NPO(0) + CE.
     for name, losses in trajectories.items():
@@ -163,7 +90,7 @@ def test_reference_strategies_give_identical_rmu_losses(lora, tiny_llava_dir, sy
     def rmu(model, processor, reference):
         return RMU(
             model,
-            optimizer=_optimizer(0.5),
+            optimizer=sgd(0.5),
             processor=processor,
             reference=reference,
             layer=1,
@@ -171,54 +98,70 @@ def test_reference_strategies_give_identical_rmu_losses(lora, tiny_llava_dir, sy
             alpha=5.0,
         )
 
-    trajectories = _trajectories_per_strategy(rmu, lora, tiny_llava_dir, synthetic_dir, tmp_path)
+    trajectories = trajectories_per_strategy(rmu, lora, tiny_llava_dir, synthetic_dir, tmp_path)
     first = trajectories.pop("precompute")
     for name, losses in trajectories.items():
         assert losses == pytest.approx(first, abs=1e-5), name
     assert len(set(round(x, 4) for x in first)) > 1
 
 
-def test_precompute_cache_is_reused_for_the_same_key_and_rebuilt_for_a_new_one(
+def test_precompute_cache_is_keyed_by_content_and_reused_across_settings(
     tiny_llava_dir, synthetic_dir, tmp_path
 ):
-    def run(beta_key_change=False, n_forget=16):
-        model, processor = _model(tiny_llava_dir, lora=False)
+    def run(forget_tokens="answer", n_forget=16):
+        model, processor = tiny_model(tiny_llava_dir, lora=False)
         reference = Precompute(tmp_path / "ref")
         method = NPO(
-            model,
-            optimizer=_optimizer(0.0),
-            processor=processor,
-            reference=reference,
-            forget_tokens="query" if beta_key_change else "answer",
+            model, optimizer=sgd(0.0), processor=processor, reference=reference, forget_tokens=forget_tokens
         )
-        _fit(method, _datamodule(processor, synthetic_dir, n_forget=n_forget), steps=1)
+        fit(method, datamodule(processor, synthetic_dir, n_forget=n_forget), steps=1)
         return reference
 
     first = run()
-    table = first.cache_dir / "forget.labels.nll.safetensors"
-    stamp = table.stat().st_mtime_ns
+    shards = sorted((first.cache_dir / "nll").iterdir())
+    assert (first.computed, first.reused) == (16, 0) and len(shards) == 1
+    stamp = shards[0].stat().st_mtime_ns
     again = run()
-    assert again.cache_dir == first.cache_dir and table.stat().st_mtime_ns == stamp  # reused, not rewritten
-    other = run(beta_key_change=True)
-    assert other.cache_dir != first.cache_dir  # method settings are part of the key
-    assert (other.cache_dir / "forget.prompt_labels.nll.safetensors").is_file()
-    # Cached values equal a live pass of the untouched model.
+    assert again.cache_dir == first.cache_dir and (again.computed, again.reused) == (0, 16)
+    assert sorted((first.cache_dir / "nll").iterdir()) == shards and shards[0].stat().st_mtime_ns == stamp
+    # The question's tokens are other content: new rows in the same cache, next to the answers' rows.
+    query = run(forget_tokens="query", n_forget=20)
+    assert query.cache_dir == first.cache_dir and (query.computed, query.reused) == (20, 0)
+    more = run(n_forget=20)  # 4 new samples: only their rows are computed
+    assert (more.computed, more.reused) == (4, 16) and len(list((first.cache_dir / "nll").iterdir())) == 3
+    # Cached values equal a live pass of the untouched model, looked up by content whatever the batching.
     model, processor = load_vlm(tiny_llava_dir)
-    dm = _datamodule(processor, synthetic_dir)
-    batch = dm.collate_train(dm.split("forget").samples[:4])
+    dm = datamodule(processor, synthetic_dir)
+    batch = dm.collate_train(dm.split("forget").samples[1:4])
     from mirage.methods.losses import sequence_nll
 
     live_nll, live_count = sequence_nll(model(**NPO.model_inputs(batch)).logits, batch["labels"])
-    cached = load_file(table)
-    for i, key in enumerate(batch["sample_keys"]):
-        assert cached[key][0].item() == pytest.approx(live_nll[i].item(), rel=1e-5)
-        assert cached[key][1].item() == live_count[i].item()
+    cached_nll, cached_count = more.sequence_nll(None, batch, "labels")
+    assert cached_nll.tolist() == pytest.approx(live_nll.tolist(), rel=1e-5)
+    assert cached_count.tolist() == live_count.tolist()
+    # Content the pass never scored is a clear error, not another row's value.
+    unseen = dm.collate_train(read_conversations(synthetic_dir / "forget.json")[30:32])
+    with pytest.raises(
+        KeyError, match=r"has no 'labels' NLLs for sample\(s\) \['train_\d+', 'train_\d+'\] of \["
+    ):
+        more.sequence_nll(None, unseen, "labels")
+
+
+def test_row_keys_name_content_not_position_or_padding(processor, synthetic_dir):
+    dm = datamodule(processor, synthetic_dir)
+    samples = dm.split("forget").samples
+    alone, padded = dm.collate_train(samples[:1]), dm.collate_train(samples[:4])
+    assert padded["input_ids"].shape[1] > int(alone["attention_mask"].sum())  # row 0 is padded in the batch
+    assert row_keys(alone, "labels")[0] == row_keys(padded, "labels")[0]
+    keys = row_keys(padded, "labels") + row_keys(padded, "prompt_labels") + row_keys(padded, None)
+    keys += row_keys(padded["alternate"], "labels")
+    assert len(set(keys)) == 16  # four rows, four views of them: all distinct
 
 
 def test_adapters_off_needs_lora(tiny_llava_dir):
-    model, processor = _model(tiny_llava_dir, lora=False)
+    model, processor = tiny_model(tiny_llava_dir, lora=False)
     with pytest.raises(ValueError, match="adapters_off needs a LoRA model"):
-        NPO(model, optimizer=_optimizer(0.1), processor=processor, reference=AdaptersOff())
+        NPO(model, optimizer=sgd(0.1), processor=processor, reference=AdaptersOff())
 
 
 # --- truncated passes -----------------------------------------------------------------------------
@@ -226,7 +169,7 @@ def test_adapters_off_needs_lora(tiny_llava_dir):
 
 def test_truncated_pass_equals_the_full_pass_and_the_frozen_copy_is_cut(tiny_llava_dir, synthetic_dir):
     model, processor = load_vlm(tiny_llava_dir)
-    dm = _datamodule(processor, synthetic_dir)
+    dm = datamodule(processor, synthetic_dir)
     batch = dm.collate_train(dm.split("retain").samples[:3])
     inputs = NPO.model_inputs(batch)
     with torch.no_grad():
@@ -235,7 +178,7 @@ def test_truncated_pass_equals_the_full_pass_and_the_frozen_copy_is_cut(tiny_lla
             torch.testing.assert_close(layer_hidden_states(model, inputs, k, truncate=True), full[k + 1])
     method = RMU(
         apply_finetune(model, FinetuneSpec()),
-        optimizer=_optimizer(0.1),
+        optimizer=sgd(0.1),
         processor=processor,
         reference=FrozenCopy(),
         layer=1,
@@ -244,8 +187,8 @@ def test_truncated_pass_equals_the_full_pass_and_the_frozen_copy_is_cut(tiny_lla
 
 
 def test_rmu_trains_the_references_parameters_by_default(tiny_llava_dir):
-    model, processor = _model(tiny_llava_dir, lora=False)
-    method = RMU(model, optimizer=_optimizer(0.1), processor=processor, reference=None, layer=2, alpha=0.0)
+    model, processor = tiny_model(tiny_llava_dir, lora=False)
+    method = RMU(model, optimizer=sgd(0.1), processor=processor, reference=None, layer=2, alpha=0.0)
     trainable = {n for n, p in method.model.named_parameters() if p.requires_grad}
     assert trainable == {f"model.language_model.layers.{i}.mlp.down_proj.weight" for i in (0, 1, 2)} | {
         "model.multi_modal_projector.linear_1.weight",
@@ -265,7 +208,7 @@ def test_rmu_trains_the_references_parameters_by_default(tiny_llava_dir):
 def _forget_retain_nll(model, processor, synthetic_dir):
     from mirage.methods.losses import sequence_nll
 
-    dm = _datamodule(processor, synthetic_dir)
+    dm = datamodule(processor, synthetic_dir)
     out = {}
     model.eval()
     with torch.no_grad():
@@ -278,7 +221,7 @@ def _forget_retain_nll(model, processor, synthetic_dir):
 
 
 def test_npo_raises_forget_nll_while_retain_stays_bounded(tiny_llava_dir, synthetic_dir, tmp_path):
-    model, processor = _model(tiny_llava_dir, lora=False)
+    model, processor = tiny_model(tiny_llava_dir, lora=False)
     before = _forget_retain_nll(model, processor, synthetic_dir)
     method = NPO(
         model,
@@ -287,7 +230,7 @@ def test_npo_raises_forget_nll_while_retain_stays_bounded(tiny_llava_dir, synthe
         reference=Precompute(tmp_path / "ref"),
         beta=0.5,
     )
-    recorder = _fit(method, _datamodule(processor, synthetic_dir, n_forget=16, n_retain=8), steps=30)
+    recorder = fit(method, datamodule(processor, synthetic_dir, n_forget=16, n_retain=8), steps=30)
     after = _forget_retain_nll(method.model, processor, synthetic_dir)
     assert after["forget"] > before["forget"] + 1.0  # forget answers became much less likely
     assert after["retain"] < before["retain"]  # retain answers did not (lambda * CE)
@@ -297,7 +240,7 @@ def test_npo_raises_forget_nll_while_retain_stays_bounded(tiny_llava_dir, synthe
 def test_rmu_moves_forget_states_to_the_control_vector_and_keeps_retain_states(
     tiny_llava_dir, synthetic_dir, tmp_path
 ):
-    model, processor = _model(tiny_llava_dir, lora=False)
+    model, processor = tiny_model(tiny_llava_dir, lora=False)
     reference_copy, _ = load_vlm(tiny_llava_dir)
     # Layers 0-1 train whole (a random tiny model needs the capacity); no CE term, to isolate the two MSEs;
     # answer tokens only, since forget and retain share their template tokens.
@@ -313,7 +256,7 @@ def test_rmu_moves_forget_states_to_the_control_vector_and_keeps_retain_states(
         token_mask="answer",
         trainable_regex=r"layers\.[01]\.|multi_modal_projector",
     )
-    dm = _datamodule(processor, synthetic_dir)
+    dm = datamodule(processor, synthetic_dir)
     forget = dm.collate_train(dm.split("forget").samples[:8])
     retain = dm.collate_train(dm.split("retain").samples[:8])
 
@@ -327,7 +270,7 @@ def test_rmu_moves_forget_states_to_the_control_vector_and_keeps_retain_states(
         return to_control, drift
 
     start_control, start_drift = distances()
-    _fit(method, dm, steps=80)
+    fit(method, dm, steps=80)
     end_control, end_drift = distances()
     assert start_drift == pytest.approx(0.0, abs=1e-10)
     assert end_control < 0.1 * start_control  # forget answers' states moved most of the way to c * u
@@ -335,10 +278,10 @@ def test_rmu_moves_forget_states_to_the_control_vector_and_keeps_retain_states(
 
 
 def test_several_epochs_never_exhaust_the_retain_split(tiny_llava_dir, synthetic_dir):
-    model, processor = _model(tiny_llava_dir, lora=False)
-    method = GradDiff(model, optimizer=_optimizer(1e-4), processor=processor)
-    recorder = _fit(
-        method, _datamodule(processor, synthetic_dir, n_forget=16, n_retain=6, batch_size=4), epochs=3
+    model, processor = tiny_model(tiny_llava_dir, lora=False)
+    method = GradDiff(model, optimizer=sgd(1e-4), processor=processor)
+    recorder = fit(
+        method, datamodule(processor, synthetic_dir, n_forget=16, n_retain=6, batch_size=4), epochs=3
     )
     assert len(recorder.retain_ids) == 3 * 4  # every step of every epoch had a retain batch
     flat = [i for ids in recorder.retain_ids for i in ids]
@@ -348,17 +291,15 @@ def test_several_epochs_never_exhaust_the_retain_split(tiny_llava_dir, synthetic
 
 
 def test_simnpo_and_graddiff_terms(tiny_llava_dir, synthetic_dir):
-    model, processor = _model(tiny_llava_dir, lora=False)
-    dm = _datamodule(processor, synthetic_dir)
+    model, processor = tiny_model(tiny_llava_dir, lora=False)
+    dm = datamodule(processor, synthetic_dir)
     batch = {s: dm.collate_train(dm.split(s).samples[:4]) for s in ("forget", "retain")}
-    simnpo = SimNPO(model, optimizer=_optimizer(0.1), processor=processor, beta=2.0, gamma=0.5)
+    simnpo = SimNPO(model, optimizer=sgd(0.1), processor=processor, beta=2.0, gamma=0.5)
     terms = simnpo.compute_loss(batch)
     expected = -(2 / 2.0) * math.log(1 / (1 + math.exp(-(2.0 * terms["forget_nll"].item() - 0.5))))
     # forget_nll is the mean of per-sequence mean NLLs; with similar lengths the loss is close to this value.
     assert terms["forget_simnpo"].item() == pytest.approx(expected, rel=0.05)
-    graddiff = GradDiff(
-        model, optimizer=_optimizer(0.1), processor=processor, alpha_forget=0.5, retain_weight=2.0
-    )
+    graddiff = GradDiff(model, optimizer=sgd(0.1), processor=processor, alpha_forget=0.5, retain_weight=2.0)
     terms = graddiff.compute_loss(batch)
     assert terms["loss"].item() == pytest.approx(
         -0.5 * terms["forget_ce"].item() + 2 * terms["retain_ce"].item()

@@ -47,8 +47,8 @@ def test_every_tiny_family_trains_through_the_task(family, finetune, tmp_path, c
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from mirage.train import train
-    from mirage.utils.hydra import register_resolvers
+    from mirage.workflows.configs import register_resolvers
+    from mirage.workflows.training import train
 
     register_resolvers()
     GlobalHydra.instance().clear()

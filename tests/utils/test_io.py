@@ -18,7 +18,9 @@ def _strict(text: str):
 
 def test_non_finite_numbers_become_null_everywhere(tmp_path):
     path = tmp_path / "metrics.json"
-    write_json(path, {"loss": float("nan"), "ci": [0.1, float("inf")], "case": {"ASR": -float("inf"), "n": 3}})
+    write_json(
+        path, {"loss": float("nan"), "ci": [0.1, float("inf")], "case": {"ASR": -float("inf"), "n": 3}}
+    )
     assert _strict(path.read_text()) == {"loss": None, "ci": [0.1, None], "case": {"ASR": None, "n": 3}}
     assert not path.with_suffix(".json.tmp").exists()  # written atomically
 

@@ -4,10 +4,17 @@ Labels cover the answer only: every token of the rendered prompt (system text, t
 user's words, image tokens, the assistant header) and every padding token gets -100.
 The answer region is found by rendering the prompt alone (``add_generation_prompt``)
 and checking that the full conversation's tokens start with the prompt's tokens.
+
+Preference pairs: when every sample of a training batch has an ``alternate`` answer, the batch
+carries a second view, ``batch["alternate"]``: the same prompts and images with the alternate as the
+answer, a complete batch of its own (input ids, attention mask, pixel values, labels, sample keys),
+so a method scores it exactly as it scores the batch (``batch_view``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,8 +29,10 @@ from mirage.utils.hashing import stable_hash
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-# Batch keys that describe samples rather than feed the model.
-META_KEYS = ("sample_ids", "sample_meta", "sample_keys")
+# Other views of the same samples that a training batch may carry (each a complete batch of its own).
+VIEW_KEYS = ("alternate",)
+# Batch keys that do not feed the model: what describes the samples, and the other views of them.
+META_KEYS = ("sample_ids", "sample_meta", "sample_keys", "image_keys", *VIEW_KEYS)
 # Batch keys that hold targets rather than model inputs: answer tokens, and the prompt's text tokens
 # (for losses that act on the question, e.g. NPO on queries as in the Safety Mirage paper's text).
 LABEL_KEYS = ("labels", "prompt_labels")
@@ -32,7 +41,24 @@ LABEL_KEYS = ("labels", "prompt_labels")
 def sample_key(sample: Sample) -> str:
     """A content hash of a sample: caches keyed by it can never serve another sample's values."""
     history = sample.meta.get("history") or []
-    return stable_hash([sample.id, sample.question, sample.answer, str(sample.image), history])[:24]
+    parts = [sample.id, sample.question, sample.answer, str(sample.image), history]
+    if sample.alternate is not None:  # only then, so that keys of samples without one stay as they were
+        parts.append(sample.alternate)
+    return stable_hash(parts)[:24]
+
+
+def batch_view(batch: dict[str, Any], view: str | None) -> dict[str, Any]:
+    """One view of a collated training batch: the batch itself (``None``) or e.g. ``"alternate"``."""
+    if view is None:
+        return batch
+    if view not in batch:
+        sources = sorted({str(m.get("source", "?")) for m in batch.get("sample_meta", [])})
+        raise KeyError(
+            f"this batch has no {view!r} view: every record of its split ({', '.join(sources)}) needs an "
+            f"{view!r} answer (a conversation record's {view!r} field; mirage-build-splits writes VLGuard's "
+            "refusal there)"
+        )
+    return batch[view]
 
 
 def build_messages(sample: Sample, answer: str | None, system_prompt: str | None = None) -> list[dict]:
@@ -60,6 +86,22 @@ def build_messages(sample: Sample, answer: str | None, system_prompt: str | None
 def _open_image(path: str) -> Image.Image:
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+@lru_cache(maxsize=4096)  # digests are small; an image is hashed once per process, as it is read once
+def _image_digest(path: str) -> str:
+    image = _open_image(path)
+    digest = hashlib.sha256(f"{image.mode}:{image.size}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()[:24]
+
+
+def image_key(sample: Sample) -> str | None:
+    """A hash of the pixels of the image the sample is shown with (``None`` without one)."""
+    if sample.image is None:
+        return None
+    load_image(sample)  # a bad image is a DataError naming the record
+    return _image_digest(str(sample.image))
 
 
 def load_image(sample: Sample) -> Image.Image | None:
@@ -94,25 +136,57 @@ class VLMCollator:
         images = [[img] if img is not None else [] for img in (load_image(s) for s in samples)]
         prompts = [self._render(s, answer=None) for s in samples]
         if not self.train:
-            batch = self._encode(prompts, images, padding_side="left")
-        else:
-            for sample in samples:
-                if sample.answer is None:
-                    raise DataError(
-                        sample.meta.get("source", "?"),
-                        "training needs an answer",
-                        index=sample.meta.get("index"),
-                        record_id=sample.id,
-                        field="answer",
-                    )
-            full = [self._render(s, answer=s.answer) for s in samples]
-            batch = self._encode(full, images, padding_side="right")
-            prompt_batch = self._encode(prompts, images, padding_side="right")
-            batch["labels"], batch["prompt_labels"] = self._labels(batch, prompt_batch, samples)
-            self._truncate(batch, prompt_batch, samples)
+            return self._describe(self._encode(prompts, images, padding_side="left"), samples)
+        for sample in samples:
+            if sample.answer is None:
+                raise DataError(
+                    sample.meta.get("source", "?"),
+                    "training needs an answer",
+                    index=sample.meta.get("index"),
+                    record_id=sample.id,
+                    field="answer",
+                )
+        prompt_batch = self._encode(prompts, images, padding_side="right")
+        batch = self._answer_view(samples, images, prompt_batch, field="answer")
+        if any(s.alternate is not None for s in samples):
+            # The same prompts and images, the alternate as the answer (the prompt encoding is shared).
+            pairs = [
+                dataclasses.replace(s, answer=self._alternate(s, samples), alternate=None) for s in samples
+            ]
+            batch["alternate"] = self._answer_view(pairs, images, prompt_batch, field="alternate")
+        return batch
+
+    def _alternate(self, sample: Sample, batch: list[Sample]) -> str:
+        """The sample's alternate answer; in a batch where others have one, a missing one is an error."""
+        if sample.alternate is None:
+            other = next(s for s in batch if s.alternate is not None)
+            raise DataError(
+                sample.meta.get("source", "?"),
+                f"no alternate answer, while sample {other.id!r} of the same batch has one (a preference "
+                "split needs one on every record)",
+                index=sample.meta.get("index"),
+                record_id=sample.id,
+                field="alternate",
+            )
+        return sample.alternate
+
+    def _answer_view(
+        self, samples: list[Sample], images: list[list[Image.Image]], prompt_batch: dict, field: str
+    ) -> dict[str, Any]:
+        """Prompt + each sample's ``answer``, right-padded, with answer-only labels (``field`` names the
+        record field the answers came from, for errors)."""
+        full = [self._render(s, answer=s.answer) for s in samples]
+        batch = self._encode(full, images, padding_side="right")
+        batch["labels"], batch["prompt_labels"] = self._labels(batch, prompt_batch, samples, field)
+        self._truncate(batch, prompt_batch, samples)
+        return self._describe(batch, samples)
+
+    @staticmethod
+    def _describe(batch: dict[str, Any], samples: list[Sample]) -> dict[str, Any]:
         batch["sample_ids"] = [s.id for s in samples]
         batch["sample_meta"] = [s.meta for s in samples]
         batch["sample_keys"] = [sample_key(s) for s in samples]
+        batch["image_keys"] = [image_key(s) for s in samples]
         return batch
 
     def _render(self, sample: Sample, answer: str | None) -> str:
@@ -140,7 +214,7 @@ class VLMCollator:
         return dict(encoded)
 
     def _labels(
-        self, batch: dict, prompt_batch: dict, samples: list[Sample]
+        self, batch: dict, prompt_batch: dict, samples: list[Sample], field: str = "answer"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Answer labels, and prompt labels (the prompt's text tokens after the first)."""
         input_ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -164,10 +238,10 @@ class VLMCollator:
             if n_prompt >= n_full:
                 raise DataError(
                     sample.meta.get("source", "?"),
-                    "answer renders to no tokens",
+                    f"{field} renders to no tokens",
                     index=sample.meta.get("index"),
                     record_id=sample.id,
-                    field="answer",
+                    field=field,
                 )
             labels[row, n_prompt:n_full] = full_ids[n_prompt:]
             prompt_labels[row, 1:n_prompt] = full_ids[1:n_prompt]

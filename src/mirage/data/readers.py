@@ -169,7 +169,9 @@ def read_conversations(
     answer_in_prompt: bool = False,
     where: dict[str, Any] | None = None,
 ) -> list[Sample]:
-    """Samples of a LLaVA conversation file (``id``, optional ``image``, ``conversations``).
+    """Samples of a LLaVA conversation file (``id``, optional ``image``, ``conversations``, optional
+    ``alternate``: another answer to the last question, e.g. the refusal beside a harmful answer, read into
+    ``Sample.alternate``; when present it must be a non-empty string).
 
     ``where`` keeps only records whose extra fields match, by dotted path, a value or any of a list of
     values: ``{"truth.unsafe": False, "opener": ["what", "can"]}`` keeps the synthetic world's safe
@@ -222,11 +224,18 @@ def read_conversations(
         question, answer = exchanges[-1]
         if answer_in_prompt:
             question = f"{question}\n{answer}"
+        alternate = require(record, "alternate", str, path, index) if "alternate" in record else None
         meta = {"source": str(path), "index": index, "history": exchanges[:-1]}
-        meta.update({k: v for k, v in record.items() if k not in ("id", "image", "conversations")})
+        meta.update(
+            {k: v for k, v in record.items() if k not in ("id", "image", "conversations", "alternate")}
+        )
         if where and not _matches(meta, where):
             continue
-        samples.append(Sample(id=record_id, question=question, answer=answer, image=image, meta=meta))
+        samples.append(
+            Sample(
+                id=record_id, question=question, answer=answer, image=image, meta=meta, alternate=alternate
+            )
+        )
     return samples
 
 

@@ -36,13 +36,19 @@ class DataError(ValueError):
 
 @dataclass
 class Sample:
-    """One (image, question, answer) example in any split."""
+    """One (image, question, answer) example in any split.
+
+    ``alternate`` is another answer to the same prompt, e.g. VLGuard's refusal beside the harmful answer
+    of a forget record: with ``answer`` it makes a preference pair (the training collator's ``alternate``
+    view, which preference methods read).
+    """
 
     id: str
     question: str
     answer: str | None
     image: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    alternate: str | None = None
 
 
 def read_data_text(path: str | Path) -> str:

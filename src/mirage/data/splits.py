@@ -1,7 +1,9 @@
 """Build the Safety Mirage forget and retain sets from VLGuard-format training data.
 
 - forget: every unsafe-image record, its refusal replaced by a harmful answer taken from
-  a file of harmful answers (a JSON list of ``{"id", "answer"}`` or an ``{id: answer}`` map);
+  a file of harmful answers (a JSON list of ``{"id", "answer"}`` or an ``{id: answer}`` map); VLGuard's
+  refusal stays beside it as the record's ``alternate`` answer, the preferred side of a preference pair
+  (IdkDPO, IdkNPO);
 - retain: every safe image with its ``safe_instruction`` and helpful answer (the unsafe
   instruction on a safe image is dropped), optionally topped up with general instruction
   data to ``retain_size`` records, sampled with a seed.
@@ -46,14 +48,19 @@ def load_harmful_answers(path: str | Path) -> dict[str, str]:
     return answers
 
 
-def conversation(record_id: str, image: str | None, question: str, answer: str) -> dict[str, Any]:
+def conversation(
+    record_id: str, image: str | None, question: str, answer: str, alternate: str | None = None
+) -> dict[str, Any]:
+    """One LLaVA conversation record; ``alternate`` is another answer to the same question."""
     human = f"<image>\n{question}" if image is not None else question
-    record = {
+    record: dict[str, Any] = {
         "id": record_id,
         "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": answer}],
     }
     if image is not None:
         record["image"] = image
+    if alternate is not None:
+        record["alternate"] = alternate
     return record
 
 
@@ -83,11 +90,10 @@ def build_forget_retain(
                     field="answer",
                 )
             used.add(record_id)
-            question = _pair_text(pairs, "instruction", vlguard_train, index, record_id)
-            forget.append(conversation(record_id, image, question, answers[record_id]))
+            question, refusal = _pair_text(pairs, "instruction", vlguard_train, index, record_id)
+            forget.append(conversation(record_id, image, question, answers[record_id], alternate=refusal))
         else:
-            question = _pair_text(pairs, "safe_instruction", vlguard_train, index, record_id)
-            answer = next(p["response"] for p in pairs if "safe_instruction" in p)
+            question, answer = _pair_text(pairs, "safe_instruction", vlguard_train, index, record_id)
             retain.append(conversation(record_id, image, question, answer))
     unused = set(answers) - used
     if unused:
@@ -112,14 +118,20 @@ def build_forget_retain(
     return paths
 
 
-def _pair_text(pairs: list, key: str, path: Path, index: int, record_id: str) -> str:
-    for pair in pairs:
+def _pair_text(pairs: list, key: str, path: Path, index: int, record_id: str) -> tuple[str, str]:
+    """(instruction, response) of the first pair with ``key``."""
+    for pair_index, pair in enumerate(pairs):
         if isinstance(pair, dict) and key in pair:
-            if not isinstance(pair.get("response"), str):
+            response = pair.get("response")
+            if not isinstance(response, str) or not response.strip():
                 raise DataError(
-                    path, "missing response", index=index, record_id=record_id, field="instr-resp"
+                    path,
+                    "missing or empty response",
+                    index=index,
+                    record_id=record_id,
+                    field=f"instr-resp[{pair_index}].response",
                 )
-            return pair[key]
+            return pair[key], response
     raise DataError(path, f"no pair with {key!r}", index=index, record_id=record_id, field="instr-resp")
 
 

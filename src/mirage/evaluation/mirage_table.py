@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mirage.evaluation.formatting import percent
 from mirage.utils.io import write_json
 
 CASES = ("plain_asr", "what3_asr", "plain_rr", "share1_rr")
@@ -43,19 +44,16 @@ def table_rows(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[
     return rows
 
 
-def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.1f}"
-
-
-def markdown(rows: dict[str, dict[str, float]], results: dict[str, Any], labels: dict[str, str]) -> str:
+def markdown(results: dict[str, dict[str, dict[str, Any]]], labels: dict[str, str]) -> str:
+    """Table 1 and each case's ASR / IR / RR, in % from the cases' fractions (``percent``, as every table)."""
     name = labels.get
     lines = [
         "| model | unsafe ASR: plain | What-3-shot | lenient ASR: plain | What-3-shot "
         "| safe RR: plain | Share-1-shot | utility: plain | Share-1-shot |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for model, row in rows.items():
-        cells = [_pct(row[c]) for c in COLUMNS]
+    for model, cases in results.items():
+        cells = [percent(cases[case].get(key)) for case, key in COLUMNS.values()]
         lines.append(f"| {name(model, model)} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -69,8 +67,8 @@ def markdown(rows: dict[str, dict[str, float]], results: dict[str, Any], labels:
         for case in CASES:
             m = cases[case]
             lines.append(
-                f"| {name(model, model)} | {case} | {m.get('n', '?')} | {_pct(100 * m.get('ASR', math.nan))} "
-                f"| {_pct(100 * m.get('IR', math.nan))} | {_pct(100 * m.get('RR', math.nan))} |"
+                f"| {name(model, model)} | {case} | {m.get('n', '?')} | {percent(m.get('ASR'))} "
+                f"| {percent(m.get('IR'))} | {percent(m.get('RR'))} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -129,7 +127,7 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = dict(labels or {})
     rows = table_rows(results)
-    table = markdown(rows, results, labels)
+    table = markdown(results, labels)
     header = f"# {title}\n\n" + (f"seed {seed}; " if seed is not None else "") + "all numbers in %.\n\n"
     (out_dir / "report.md").write_text(header + table)
     plot(rows, labels, out_dir / "report.png", title)

@@ -10,11 +10,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from mirage.evaluation.formatting import MISSING, percent
+
 log = logging.getLogger(__name__)
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None or value != value else f"{100 * value:.1f}"  # NaN != NaN
 
 
 def print_summary(results: dict[str, dict[str, Any]]) -> None:
@@ -25,16 +23,16 @@ def print_summary(results: dict[str, dict[str, Any]]) -> None:
     for column in ("case", "attack", "answers", "ASR", "IR", "RR", "K-shot ASR", "helpful", "unparsed"):
         table.add_column(column, justify="left" if column in ("case", "attack") else "right", no_wrap=True)
     for name, m in results.items():
-        kshot = _pct(m.get("kshot_ASR")) if len(m.get("per_shot_ASR", {})) > 1 else "-"
+        kshot = percent(m.get("kshot_ASR")) if len(m.get("per_shot_ASR", {})) > 1 else MISSING
         table.add_row(
             name,
             m.get("attack", ""),
             str(m.get("answers", m.get("n"))),
-            _pct(m["ASR"]),
-            _pct(m["IR"]),
-            _pct(m["RR"]),
+            percent(m["ASR"]),
+            percent(m["IR"]),
+            percent(m["RR"]),
             kshot,
-            _pct(m.get("helpfulness")),
+            percent(m.get("helpfulness")),
             str(m.get("judge_unparsed", 0)),
         )
     # Logs and captured output are not terminals: give the table room instead of squeezing its columns.

@@ -12,28 +12,17 @@ from typing import Any
 
 import torch
 
-from mirage.methods.base import MethodModule, require_weights
+from mirage.methods.unlearning import UnlearningMethod, require_weights
 
 
-class GradDiff(MethodModule):
-    train_splits = ("forget", "retain")
-    unlearning = True
-
-    def __init__(
-        self,
-        *args: Any,
-        alpha_forget: float = 1.0,
-        retain_weight: float = 1.0,
-        trainable_regex: str | None = None,
-        **kwargs: Any,
-    ) -> None:
+class GradDiff(UnlearningMethod):
+    def __init__(self, *args: Any, alpha_forget: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        require_weights(alpha_forget=alpha_forget, retain_weight=retain_weight)
-        self.alpha_forget, self.retain_weight = alpha_forget, retain_weight
-        self.restrict_trainable(trainable_regex)
+        require_weights(alpha_forget=alpha_forget)
+        self.alpha_forget = alpha_forget
 
     def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
         forget_ce = self.answer_loss(batch["forget"])
-        retain_ce = self.answer_loss(batch["retain"])
-        loss = -self.alpha_forget * forget_ce + self.retain_weight * retain_ce
-        return {"loss": loss, "forget_ce": forget_ce, "retain_ce": retain_ce}
+        terms = {"forget_ce": forget_ce}
+        terms["loss"] = self.add_retain_ce(terms, -self.alpha_forget * forget_ce, batch)
+        return terms

@@ -22,12 +22,6 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return logp * mask, mask
 
 
-def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log pi(y|x): the sum of the answer tokens' log-probabilities, one value per sequence."""
-    logp, _ = token_logprobs(logits, labels)
-    return logp.sum(dim=-1)
-
-
 def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed negative log-likelihood of the labelled tokens, number of labelled tokens), per sequence."""
     logp, mask = token_logprobs(logits, labels)

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mirage.methods.base import MethodModule, require, require_weights
 from mirage.methods.losses import sequence_nll
 from mirage.methods.reference import ReferenceNeed, ReferenceStrategy
+from mirage.methods.unlearning import UnlearningMethod, require, require_weights
 
 REDUCTIONS = ("sequence", "token_mean")
 TOKEN_CHOICES = {"answer": "labels", "query": "prompt_labels"}
@@ -42,9 +42,7 @@ def npo_loss(d: torch.Tensor, beta: float) -> torch.Tensor:
     return -(2.0 / beta) * F.logsigmoid(beta * d).mean()
 
 
-class NPO(MethodModule):
-    unlearning = True
-
+class NPO(UnlearningMethod):
     def __init__(
         self,
         *args: Any,
@@ -52,18 +50,14 @@ class NPO(MethodModule):
         beta: float = 0.9,
         alpha_forget: float = 1.0,
         alpha_retain_npo: float = 0.0,
-        retain_weight: float = 1.0,
         reduction: str = "token_mean",
         forget_tokens: str = "answer",
-        trainable_regex: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         # beta = 0 divides by zero; beta < 0 turns "push the forget likelihood down" into "pull it up".
         require(beta > 0, "beta", beta, "> 0")
-        require_weights(
-            alpha_forget=alpha_forget, alpha_retain_npo=alpha_retain_npo, retain_weight=retain_weight
-        )
+        require_weights(alpha_forget=alpha_forget, alpha_retain_npo=alpha_retain_npo)
         if reduction not in REDUCTIONS:
             raise ValueError(f"npo reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if forget_tokens not in TOKEN_CHOICES:
@@ -71,20 +65,17 @@ class NPO(MethodModule):
                 f"npo forget_tokens must be one of {sorted(TOKEN_CHOICES)}, got {forget_tokens!r}"
             )
         self.beta, self.alpha_forget, self.alpha_retain_npo = beta, alpha_forget, alpha_retain_npo
-        self.retain_weight, self.reduction = retain_weight, reduction
+        self.reduction = reduction
         self.forget_label_key = TOKEN_CHOICES[forget_tokens]
-        uses_retain = retain_weight > 0 or alpha_retain_npo > 0
+        uses_retain = self.retain_weight > 0 or alpha_retain_npo > 0
         self.train_splits = ("forget", "retain") if uses_retain else ("forget",)
-        self.restrict_trainable(trainable_regex)
         needs = [ReferenceNeed("forget", "nll", self.forget_label_key)]
         if alpha_retain_npo > 0:
             needs.append(ReferenceNeed("retain", "nll", "labels"))
         self.attach_reference(reference, needs)
 
     def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
-        forget = batch["forget"]
-        nll, count = sequence_nll(self(forget).logits, forget[self.forget_label_key])
-        ref_nll, ref_count = self.reference.sequence_nll(self, forget, "forget", self.forget_label_key)
+        nll, count, ref_nll, ref_count = self.nll_with_reference(batch["forget"], self.forget_label_key)
         d_forget = npo_log_ratio(nll, count, ref_nll, ref_count, self.reduction)
         forget_loss = npo_loss(d_forget, self.beta)
         terms = {
@@ -96,11 +87,9 @@ class NPO(MethodModule):
         if "retain" in self.train_splits:
             retain = batch["retain"]
             r_nll, r_count = sequence_nll(self(retain).logits, retain["labels"])
-            retain_ce = r_nll.sum() / r_count.sum()
-            terms["retain_ce"] = retain_ce
-            loss = loss + self.retain_weight * retain_ce
+            loss = self.add_retain_ce(terms, loss, batch, retain_ce=r_nll.sum() / r_count.sum())
             if self.alpha_retain_npo > 0:
-                ref_r_nll, ref_r_count = self.reference.sequence_nll(self, retain, "retain", "labels")
+                ref_r_nll, ref_r_count = self.reference.sequence_nll(self, retain, "labels")
                 d_retain = npo_log_ratio(r_nll, r_count, ref_r_nll, ref_r_count, self.reduction)
                 retain_npo = (2.0 / self.beta) * F.logsigmoid(self.beta * d_retain).mean()
                 terms["retain_npo"] = retain_npo

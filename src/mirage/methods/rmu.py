@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from mirage.methods.base import MethodModule, require, require_weights
+from mirage.data.collate import IGNORE_INDEX
 from mirage.methods.losses import answer_cross_entropy
 from mirage.methods.reference import ReferenceNeed, ReferenceStrategy
+from mirage.methods.unlearning import UnlearningMethod, require, require_weights
 from mirage.models.families import decoder_layers, family_of
 from mirage.models.hooks import capture_layer, layer_hidden_states, run_until_captured
 
@@ -45,10 +46,7 @@ def masked_mse(states: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     return squared.sum() / (weights.sum() * states.shape[-1]).clamp(min=1)
 
 
-class RMU(MethodModule):
-    train_splits = ("forget", "retain")
-    unlearning = True
-
+class RMU(UnlearningMethod):
     def __init__(
         self,
         *args: Any,
@@ -56,7 +54,6 @@ class RMU(MethodModule):
         layer: int = 7,
         steering_coeff: float = 10.0,
         alpha: float = 1.0,
-        retain_weight: float = 1.0,
         token_mask: str = "all",
         control_seed: int = 0,
         trainable_layers: list[int] | None = None,
@@ -66,7 +63,8 @@ class RMU(MethodModule):
         truncate_passes: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        # An explicit trainable_regex is applied by the base; None means RMU's own default (below).
+        super().__init__(*args, trainable_regex=trainable_regex, **kwargs)
         require(token_mask in TOKEN_MASKS, "token_mask", token_mask, f"one of {TOKEN_MASKS}")
         n_layers = len(decoder_layers(self.model))
         in_range = f"a decoder layer index in 0..{n_layers - 1} (the language model has {n_layers})"
@@ -74,8 +72,8 @@ class RMU(MethodModule):
         for index in trainable_layers or []:
             require(0 <= index < n_layers, "trainable_layers", list(trainable_layers), in_range)
         require(math.isfinite(steering_coeff) and steering_coeff > 0, "steering_coeff", steering_coeff, "> 0")
-        require_weights(alpha=alpha, retain_weight=retain_weight)
-        self.layer, self.alpha, self.retain_weight, self.token_mask = layer, alpha, retain_weight, token_mask
+        require_weights(alpha=alpha)
+        self.layer, self.alpha, self.token_mask = layer, alpha, token_mask
         self.steering_coeff, self.control_seed = steering_coeff, control_seed
         # Stop the forget and reference passes after layer k (off only to measure what that saves).
         self.truncate_passes = truncate_passes
@@ -83,10 +81,9 @@ class RMU(MethodModule):
         # A persistent buffer: saved in checkpoints and exported with the model directory.
         self.register_buffer("control", control_vector(hidden, steering_coeff, control_seed))
         if trainable_regex is None and not hasattr(self.model, "disable_adapter"):
-            trainable_regex = self.default_trainable_regex(
-                trainable_layers, trainable_module, train_projector
+            self.restrict_trainable(
+                self.default_trainable_regex(trainable_layers, trainable_module, train_projector)
             )
-        self.restrict_trainable(trainable_regex)
         needs = [ReferenceNeed("retain", "states", layer=layer)] if alpha > 0 else []
         self.attach_reference(reference, needs)
 
@@ -120,7 +117,7 @@ class RMU(MethodModule):
                 mask = mask & (batch["input_ids"] != image_token_id)
         elif self.token_mask == "answer":
             # labels[t] marks token t; the hidden state at t is what represents it.
-            mask = mask & (batch["labels"] != -100)
+            mask = mask & (batch["labels"] != IGNORE_INDEX)
         return mask
 
     def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -142,13 +139,13 @@ class RMU(MethodModule):
                     out = self(retain, use_cache=False)
                     h_retain = capture.get()
             if self.alpha > 0:
-                h_ref = self.reference.layer_states(self, retain, "retain", self.layer)
+                h_ref = self.reference.layer_states(self, retain, self.layer)
                 retain_mse = masked_mse(h_retain, h_ref.to(h_retain.dtype), self.token_weights(retain))
                 terms["retain_mse"] = retain_mse
                 loss = loss + self.alpha * retain_mse
             if self.retain_weight > 0:
-                retain_ce = answer_cross_entropy(out.logits, retain["labels"])
-                terms["retain_ce"] = retain_ce
-                loss = loss + self.retain_weight * retain_ce
+                loss = self.add_retain_ce(
+                    terms, loss, batch, answer_cross_entropy(out.logits, retain["labels"])
+                )
         terms["loss"] = loss
         return terms

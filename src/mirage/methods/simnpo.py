@@ -11,46 +11,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mirage.methods.base import MethodModule, require, require_weights
 from mirage.methods.losses import sequence_nll
+from mirage.methods.unlearning import UnlearningMethod, require, require_weights
 
 
-class SimNPO(MethodModule):
-    train_splits = ("forget", "retain")
-    unlearning = True
-
+class SimNPO(UnlearningMethod):
     def __init__(
-        self,
-        *args: Any,
-        beta: float = 2.5,
-        gamma: float = 0.0,
-        alpha_forget: float = 1.0,
-        retain_weight: float = 1.0,
-        trainable_regex: str | None = None,
-        **kwargs: Any,
+        self, *args: Any, beta: float = 2.5, gamma: float = 0.0, alpha_forget: float = 1.0, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         require(beta > 0, "beta", beta, "> 0")
         require(math.isfinite(gamma), "gamma", gamma, "finite")
-        require_weights(alpha_forget=alpha_forget, retain_weight=retain_weight)
-        self.beta, self.gamma, self.alpha_forget, self.retain_weight = (
-            beta,
-            gamma,
-            alpha_forget,
-            retain_weight,
-        )
-        self.restrict_trainable(trainable_regex)
+        require_weights(alpha_forget=alpha_forget)
+        self.beta, self.gamma, self.alpha_forget = beta, gamma, alpha_forget
 
     def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
         forget = batch["forget"]
         nll, count = sequence_nll(self(forget).logits, forget["labels"])
         mean_nll = nll / count.clamp(min=1)
         forget_loss = -(2.0 / self.beta) * F.logsigmoid(self.beta * mean_nll - self.gamma).mean()
-        retain_ce = self.answer_loss(batch["retain"])
-        loss = self.alpha_forget * forget_loss + self.retain_weight * retain_ce
-        return {
-            "loss": loss,
-            "forget_simnpo": forget_loss,
-            "forget_nll": mean_nll.mean(),
-            "retain_ce": retain_ce,
-        }
+        terms = {"forget_simnpo": forget_loss, "forget_nll": mean_nll.mean()}
+        terms["loss"] = self.add_retain_ce(terms, self.alpha_forget * forget_loss, batch)
+        return terms

@@ -7,8 +7,10 @@ from pathlib import Path
 
 
 def packaged_config_dir() -> Path:
-    """The config folder that ships with mirage (the one place that knows where it is)."""
-    return Path(__file__).resolve().parents[3] / "configs"
+    """The config folder that ships with mirage, ``mirage/configs`` inside the package (the one place that
+    knows where it is). In a source checkout it is a link to the project's top-level ``configs/``; a wheel
+    carries the files themselves (pyproject.toml, package-data)."""
+    return Path(str(importlib.resources.files("mirage") / "configs")).resolve()
 
 
 def hydra_config_dirs() -> list[Path]:

@@ -22,7 +22,8 @@ class RefusedBeforeStart(Exception):
 
 
 def register_resolvers() -> None:
-    """OmegaConf resolvers used by mirage's configs (idempotent)."""
+    """The OmegaConf resolvers of run folders and loggers (idempotent); the data resolvers are in
+    ``mirage.data.resolvers``, and ``mirage.workflows.configs.register_resolvers`` registers both."""
     _register_wandb_resolvers()
     if not OmegaConf.has_resolver("if_resuming"):
 
@@ -32,37 +33,15 @@ def register_resolvers() -> None:
             return otherwise if ckpt_path in (None, "") else resuming
 
         OmegaConf.register_new_resolver("if_resuming", if_resuming)
-    if not OmegaConf.has_resolver("synthetic_data"):
-
-        def synthetic_data(cache_dir: str, seed: int = 0, *sizes: int) -> str:
-            """``${synthetic_data:<cache dir>,<seed>[,n_train,n_test,n_base]}``: the generated folder."""
-            from mirage.data.synthetic import ensure_synthetic
-
-            names = ("n_train", "n_test", "n_base")
-            if len(sizes) > len(names):
-                raise ValueError(f"synthetic_data takes at most {2 + len(names)} arguments")
-            fields = {name: int(value) for name, value in zip(names, sizes, strict=False)}
-            return str(ensure_synthetic(cache_dir, seed=int(seed), **fields))
-
-        OmegaConf.register_new_resolver("synthetic_data", synthetic_data, use_cache=True)
-    if not OmegaConf.has_resolver("synthetic_corpus"):
-
-        def synthetic_corpus() -> list[str]:
-            """``${synthetic_corpus:}``: the synthetic world's phrases, for a tiny model's tokenizer."""
-            from mirage.data.synthetic import corpus
-
-            return corpus()
-
-        OmegaConf.register_new_resolver("synthetic_corpus", synthetic_corpus, use_cache=True)
 
 
 def _register_wandb_resolvers() -> None:
     """``wandb_group``, ``wandb_name``, ``wandb_job_type``, ``wandb_tags`` (configs/logger/wandb.yaml)."""
-    from mirage.utils import logging as run_logging
+    from mirage.utils import wandb as wandb_resolvers
 
     for name in ("wandb_group", "wandb_name", "wandb_job_type", "wandb_tags"):
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, getattr(run_logging, name))
+            OmegaConf.register_new_resolver(name, getattr(wandb_resolvers, name))
 
 
 def task_wrapper(task: Callable[[DictConfig], tuple[dict[str, Any], dict[str, Any]]]):

@@ -95,14 +95,9 @@ def sweep_spec(
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
+    from mirage.workflows.configs import compose
 
-    from mirage.utils.eval_after_train import CONFIG_DIR
-    from mirage.utils.hydra import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    return compose("train", overrides, return_hydra_config=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

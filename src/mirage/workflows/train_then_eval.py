@@ -18,7 +18,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 
 def eval_overrides(spec: DictConfig, hf_dir: Path) -> list[str]:
@@ -33,15 +32,10 @@ def eval_overrides(spec: DictConfig, hf_dir: Path) -> list[str]:
 
 def compose_eval_config(spec: DictConfig, train_cfg: DictConfig, hf_dir: Path) -> DictConfig:
     """mirage-eval's config for ``hf_dir``, with the training run's paths and its own output folder."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from mirage.workflows.configs import compose
 
-    overrides = eval_overrides(spec, hf_dir)
-    if GlobalHydra.instance().is_initialized():  # inside mirage-train: the app's own config search path
-        cfg = compose(config_name="eval", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name="eval", overrides=overrides)
+    # Inside mirage-train: the app's own search path (a user's hydra.searchpath included).
+    cfg = compose("eval", eval_overrides(spec, hf_dir))
     # The training job's paths, resolved (they name the Hydra job's folder), with the evaluation's own folder.
     paths = OmegaConf.to_container(train_cfg.paths, resolve=True)
     paths["output_dir"] = str(Path(paths["output_dir"]) / spec.get("subdir", "eval"))
@@ -55,8 +49,8 @@ def evaluate_export(
     spec: DictConfig, train_cfg: DictConfig, hf_dir: Path, loggers: list[Any], step: int = 0
 ) -> dict[str, float]:
     """Run mirage-eval's cases on ``hf_dir``; returns flat ``eval/<case>/<metric>`` metrics (every rank)."""
-    from mirage.evaluation.runner import flat_metrics, run_evaluation
     from mirage.evaluation.report import print_summary, send_to_loggers
+    from mirage.evaluation.runner import flat_metrics, run_evaluation
     from mirage.utils import distributed as dist
 
     cfg = compose_eval_config(spec, train_cfg, hf_dir)
