@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 SEED ?= 42
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo lint format clean
+.PHONY: install test test-fast demo audit lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test-fast: $(STAMP) ## skip the slow end-to-end runs
 
 demo: $(STAMP) ## the embedded default: the safety mirage (SFT vs NPO / RMU) on a 1M-parameter LLaVA, CPU
 	$(BIN)/mirage-pipeline experiment=mirage_demo seed=$(SEED)
+
+audit: $(STAMP) ## the demo's models under every probe (reuses what `make demo` trained)
+	$(BIN)/mirage-pipeline experiment=mirage_demo seed=$(SEED) "audit.overrides=['experiment=audit_demo_full']"
 
 lint: $(STAMP) ## ruff, and the import layers (import-linter contracts in pyproject.toml)
 	$(BIN)/ruff check src tests benchmarks

@@ -19,10 +19,12 @@ def _options(group: str) -> list[str]:
 
 
 def _entry(experiment: str) -> str:
-    """Pipelines define `stages`, evaluation experiments `cases`; the others are training runs."""
+    """Pipelines define `stages`, audits `probes`, evaluation experiments `cases`; the others train."""
     text = (CONFIGS / "experiment" / f"{experiment}.yaml").read_text()
     if "\nstages:" in text:
         return "pipeline.yaml"
+    if "\nprobes:" in text:
+        return "audit.yaml"
     return "eval.yaml" if "\ncases:" in text else "train.yaml"
 
 
@@ -38,6 +40,9 @@ def test_every_experiment_composes(experiment, tmp_path):
     if entry == "pipeline.yaml":
         _check_pipeline(cfg, tmp_path)
         return
+    if entry == "audit.yaml":
+        _check_audit(cfg, tmp_path)
+        return
     if entry == "eval.yaml":
         from mirage.evaluation.cases import resolve_cases
 
@@ -52,6 +57,17 @@ def test_every_experiment_composes(experiment, tmp_path):
         assert "_target_" in cfg[key], f"{experiment}: {key} has no _target_"
     assert cfg.task_name == experiment
     instantiate(cfg.finetune, _convert_="all")  # validates mode, components and quantization
+
+
+def _check_audit(cfg, tmp_path: Path) -> None:
+    """Every probe instantiates; the training and evaluation overrides compose."""
+    from mirage.evaluation.cases import resolve_cases
+    from mirage.probes.base import Probe
+
+    assert all(isinstance(instantiate(p), Probe) for p in cfg.probes.values() if p is not None)
+    _compose([*cfg.train_overrides], tmp_path)
+    evaluation = _compose([*cfg.evaluation.overrides, "model=checkpoint"], tmp_path, "eval.yaml")
+    assert resolve_cases(evaluation)
 
 
 def _check_pipeline(cfg, tmp_path: Path) -> None:
@@ -76,6 +92,18 @@ def _check_pipeline(cfg, tmp_path: Path) -> None:
 
     evaluation = _compose(eval_overrides, tmp_path, "eval.yaml")
     assert all("_target_" in case.attack for case in resolve_cases(evaluation).values())
+    if cfg.get("audit"):  # the pipeline's audit: stages it names, and a mirage-audit config that composes
+        audit = cfg.audit
+        assert set(OmegaConf.to_container(audit, resolve=False)) <= {
+            "models",
+            "overrides",
+            "train_overrides",
+            "evaluation_overrides",
+        }
+        assert set(audit.models) <= set(order)  # resolves only the list it points to
+        audit_cfg = _compose([*audit.overrides], tmp_path, "audit.yaml")
+        _check_audit(audit_cfg, tmp_path)
+        _compose([str(o) for o in OmegaConf.to_container(audit.train_overrides, resolve=False)], tmp_path)
 
 
 @pytest.mark.parametrize(

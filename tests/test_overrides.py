@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from mirage.evaluation.cases import CaseConfigError, resolve_cases
 from tests.compose import compose_config
@@ -26,7 +26,8 @@ def _experiments(kind: str) -> list[str]:
     out = []
     for path in sorted((CONFIGS / "experiment").glob("*.yaml")):
         text = path.read_text()
-        entry = "pipeline" if "\nstages:" in text else "eval" if "\ncases:" in text else "train"
+        entry = "pipeline" if "\nstages:" in text else "audit" if "\nprobes:" in text else None
+        entry = entry or ("eval" if "\ncases:" in text else "train")
         if entry == kind:
             out.append(path.stem)
     return out
@@ -59,10 +60,12 @@ def test_every_training_experiment_takes_every_method(experiment, tmp_path):
         try:
             cfg = compose_config([f"experiment={experiment}", f"method={method}"], tmp_path)
         except ConfigCompositionException as err:
-            # Only an experiment's reference-model choice may refuse a method that reads no reference,
-            # and Hydra's message names it.
-            assert "method/reference" in str(err), (experiment, method, err)
-            assert "reference" not in OmegaConf.load(CONFIGS / "method" / f"{method}.yaml").defaults[1:]
+            # Only an experiment's reference-model or SAM choice may refuse a method that has no such
+            # sub-group (SFT reads no reference and has no forget loss), and Hydra's message names it.
+            group = next((g for g in ("reference", "sam") if f"method/{g}" in str(err)), None)
+            assert group, (experiment, method, err)
+            defaults = OmegaConf.load(CONFIGS / "method" / f"{method}.yaml").get("defaults") or []
+            assert not any(isinstance(d, DictConfig) and group in d for d in defaults), (experiment, method)
             continue
         assert cfg.method.name == method
         extra = set(cfg.method) - _accepted_keys(cfg.method._target_) - {"_target_", "_partial_"}
@@ -179,3 +182,21 @@ def test_a_cached_evaluation_is_keyed_by_the_content_of_the_files_it_reads(tmp_p
     assert str(rewrites) in before["files"]
     rewrites.write_text('[{"id": "x"}]')  # edited in place, same path
     assert cases_fingerprint(cfg) != before
+
+
+def test_a_cached_evaluation_and_an_audit_are_keyed_by_the_weights_they_load(tmp_path):
+    """A model retrained into the same folder must not be served the old model's answers or probes."""
+    from mirage.evaluation.cases import cases_fingerprint
+    from mirage.workflows.audit import weights_fingerprint
+
+    model = tmp_path / "hf"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"0" * 10)
+    cfg = compose_config(["model=checkpoint", f"model.name_or_path={model}"], tmp_path, entry="eval.yaml")
+    cfg.benchmark.path = str(tmp_path / "test.json")
+    before, probed = cases_fingerprint(cfg), weights_fingerprint(model)
+    (model / "model.safetensors").write_bytes(b"0" * 11)  # retrained in place, same path
+    assert cases_fingerprint(cfg) != before and weights_fingerprint(model) != probed
+    (model / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no weight files"):
+        weights_fingerprint(model)

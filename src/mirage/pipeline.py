@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from mirage.utils.hydra import print_config_tree
 from mirage.workflows.configs import CONFIG_DIR, register_resolvers
-from mirage.workflows.stages import pipeline
+from mirage.workflows.pipeline import pipeline
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline.yaml")

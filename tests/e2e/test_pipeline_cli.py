@@ -27,6 +27,9 @@ def _demo(cache_dir, tmp_path, run_name):
         cache_dir,
         "data_root=${synthetic_data:" + f"{cache_dir}/datasets" + ",0,16,8,64}",
         'common_overrides=["trainer.max_steps=2","data.batch_size=4","callbacks.rich_progress_bar=null"]',
+        # The demo's audit on three of its models, relearning for 2 steps: the section is written and cached.
+        "audit.models=[base,npo,sam_npo]",
+        "audit.overrides=['experiment=audit_demo','probes.relearn.steps=[0,2]']",
         f"stage_cache_dir={tmp_path}/stages",
         f"hydra.run.dir={tmp_path}/{run_name}",
     )
@@ -36,22 +39,32 @@ def _demo(cache_dir, tmp_path, run_name):
 def test_demo_pipeline_runs_every_stage_then_reuses_them(cache_dir, tmp_path):
     first = run_cli(_demo(cache_dir, tmp_path, "run1"), timeout=900)
     stage_dirs = json.loads((tmp_path / "run1" / "stages.json").read_text())
-    assert list(stage_dirs) == ["vision", "warmup", "base", "mixed", "posthoc", "npo", "rmu"]
+    assert list(stage_dirs) == ["vision", "warmup", "base", "mixed", "posthoc", "npo", "sam_npo", "rmu"]
     for name, path in stage_dirs.items():
         export = json.loads(
             (tmp_path / "stages" / path.split("/")[-1] / "hf" / "mirage_export.json").read_text()
         )
-        expected = {"vision": "VisionPretrain", "npo": "NPO", "rmu": "RMU"}.get(name, "SFT")
+        expected = {"vision": "VisionPretrain", "npo": "NPO", "sam_npo": "NPO", "rmu": "RMU"}.get(name, "SFT")
         assert export["method"] == expected, name
     report = (tmp_path / "run1" / "report.md").read_text()
-    for label in ("Base", "Mixed SFT", "Post-hoc SFT", "NPO", "RMU"):
+    for label in ("Base", "Mixed SFT", "Post-hoc SFT", "NPO", "SAM-NPO", "RMU"):
         assert f"| {label} |" in report
+    # The audit: its section in the report, one row per audited model, every probe of audit_demo a column.
+    survive = report.split("## Does the safety survive?")[1]
+    for column in ("unprobed", "quantize/nf4", "relearn/forget/2", "relearn/benign/2", "ablate_refusal/hook"):
+        assert column in survive.splitlines()[4], column
+    assert "| NPO |" in survive and "| SAM-NPO |" in survive and "| RMU |" not in survive
+    assert "- **Base** is the compliant reference" in survive
+    assert "![ASR against relearning steps](audit/relearn.png)" in survive
+    audit = json.loads((tmp_path / "run1" / "audit" / "audit.json").read_text())
+    assert set(audit["models"]) == {"base", "npo", "sam_npo"}
     assert (tmp_path / "run1" / "report.png").stat().st_size > 10_000
     assert "Mixed SFT" in first.stdout  # the table is printed
 
     # A second run trains and evaluates nothing: same stage folders, same numbers.
     second = run_cli(_demo(cache_dir, tmp_path, "run2"), timeout=900)
-    assert second.stderr.count("reusing") + second.stdout.count("reusing") >= 7 + 5
+    # 8 stages, 6 evaluations, and per audited model 2 relearning runs and 8 variant evaluations.
+    assert second.stderr.count("reusing") + second.stdout.count("reusing") >= 8 + 6 + 3 * (2 + 8)
     assert json.loads((tmp_path / "run2" / "stages.json").read_text()) == stage_dirs
     assert json.loads((tmp_path / "run1" / "report.json").read_text()) == json.loads(
         (tmp_path / "run2" / "report.json").read_text()

@@ -103,6 +103,13 @@ def test_questions_sharing_an_image_are_clustered_but_a_shared_blank_image_links
     # Different ids on one blank image (attack=blank_image): not one cluster.
     blank = [record(i, "relevant", image="blank.png") for i in range(6)]
     assert by_metric(compare_case(blank, blank)[0])["ASR"].clusters == 6
+    # Each question's own image against one universal image (visual PGD): still one unit per question,
+    # so 0 -> 12 of 30 answers relevant is a McNemar test, not one cluster with p = 1.
+    own = [record(i, "refusal") for i in range(30)]
+    universal = [record(i, "relevant" if i < 12 else "refusal", image="adversarial.png") for i in range(30)]
+    asr = by_metric(compare_case(own, universal)[0])["ASR"]
+    assert (asr.clusters, asr.test) == (30, "exact McNemar")
+    assert asr.p_value == pytest.approx(2 * 0.5**12)
     assert list(clusters_of([frozenset({"x"}), frozenset({"y"}), frozenset({"x", "z"})])) == [0, 1, 0]
 
 
@@ -160,3 +167,14 @@ def test_bad_records_name_the_file_the_record_and_the_field(tmp_path):
         read_judged(path)
     path.write_text(json.dumps(good) + "\n")
     assert read_judged(path) == [good]
+
+
+def test_one_differing_cluster_gives_p_one_not_an_error():
+    """A K-shot comparison where a single question differs: the sign-flip test has nothing to flip against."""
+    import numpy as np
+
+    from mirage.evaluation.statistics import cluster_sign_flip_p
+
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    assert cluster_sign_flip_p(np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0]), groups) == 1.0
+    assert cluster_sign_flip_p(np.zeros(6), groups) == 1.0

@@ -111,15 +111,31 @@ def resolve_cases(cfg: DictConfig) -> dict[str, DictConfig]:
 
 
 def cases_fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    """What decides every case's answers and verdicts, resolved: the key of a cached evaluation. Files the
-    settings name (benchmark and rewrite files, phrase lists, grammar files) count by their content, so a
-    file edited in place is not served from a stale evaluation."""
+    """What decides every case's answers and verdicts, resolved: the key of a cached evaluation. That is the
+    cases, the judges, how the model is loaded (dtype, quantization) and steered, and its weight files (by
+    name, size and time). Files the settings name (benchmark and rewrite files, phrase lists, grammar
+    files) count by their content, so a file edited in place is not served from a stale evaluation."""
     cases = resolve_cases(cfg)
     settings = {
         "cases": {name: OmegaConf.to_container(case, resolve=True) for name, case in cases.items()},
         "judges": OmegaConf.to_container(cfg.get("judges") or {}, resolve=True),
     }
-    return {**settings, "files": {path: file_hash(path) for path in sorted(_named_files(settings))}}
+    model = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "steering") if cfg.get(key)
+    }
+    weights = weight_files((model.get("model") or {}).get("name_or_path"))
+    files = {path: file_hash(path) for path in sorted(_named_files(settings))}
+    return {**settings, "files": files, **model, "weights": weights}
+
+
+def weight_files(name_or_path: Any) -> list[tuple[str, int, int]] | None:
+    """Names, sizes and modification times of a local model directory's weight files (hashing gigabytes
+    of weights would take longer than most evaluations)."""
+    if not isinstance(name_or_path, str) or not os.path.isdir(name_or_path):
+        return None
+    names = sorted(n for n in os.listdir(name_or_path) if n.endswith((".safetensors", ".bin")))
+    stats = [os.stat(os.path.join(name_or_path, n)) for n in names]
+    return [(n, s.st_size, s.st_mtime_ns) for n, s in zip(names, stats, strict=True)]
 
 
 def _named_files(node: Any) -> set[str]:

@@ -7,8 +7,8 @@
   pair is an error; one that only one run has (lenient ASR without an oracle) is skipped with a note.
 * **Clusters.** Answers sharing a question (its K shots) or an image (VLGuard puts a ``safe_safes`` and
   a ``safe_unsafes`` question on one image, under one id) are not independent: units are clustered by
-  id and by image path (connected components; an image path every unit shares, as under
-  ``attack=blank_image``, links nothing). A metric is *clustered* when a cluster holds two paired units.
+  id and by image path (connected components; an image every unit shares, a blank or a universal
+  adversarial one, links nothing). A metric is *clustered* when a cluster holds two paired units.
 * **Unclustered.** Rates: Wilson 95% intervals. Difference (B - A): Wald 95% interval (OLS of the
   per-unit differences on a constant). p: exact McNemar test on the discordant units (statsmodels).
 * **Clustered.** Rates and difference: OLS on a constant with ``cov_type="cluster"`` (CR1, t with
@@ -43,6 +43,10 @@ from statsmodels.stats.proportion import proportion_confint
 
 LABELS = ("refusal", "irrelevant", "relevant")
 Unit = tuple[bool, frozenset]  # a unit's outcome, and the ids and images that tie it to others
+
+
+class NoPairsError(ValueError):
+    """Two runs of a case share no unit to compare."""
 
 
 @dataclass
@@ -110,9 +114,6 @@ def check_records(records: Sequence[dict[str, Any]], source: str) -> None:
         if key in seen:
             raise ValueError(f"{where}: answer (subset, id, shot) = {key} repeats record {seen[key]}")
         seen[key] = number
-
-
-# Outcomes per unit, one function per metric.
 
 
 def _links(record: dict[str, Any]) -> frozenset:
@@ -229,7 +230,7 @@ def cluster_sign_flip_p(differences: np.ndarray, groups: np.ndarray, seed: int =
     is as likely negated (the two models swapped within the cluster)."""
     totals = np.bincount(groups, weights=differences)
     totals = totals[totals != 0]  # a cluster with no difference is the same flipped: leave it out
-    if not totals.size:
+    if totals.size < 2:  # one differing cluster: both of its signs are as extreme as the one seen
         return 1.0
     flips = {"permutation_type": "samples", "vectorized": True, "n_resamples": 2**16, "batch": 256}
     result = stats.permutation_test((totals,), lambda x, axis: np.sum(x, axis=axis), **flips, rng=seed)
@@ -241,13 +242,13 @@ def compare_units(
 ) -> PairedComparison:
     keys = [k for k in units_a if k in units_b]
     if not keys:
-        raise ValueError(f"{case}/{metric}: no {unit} pair ({len(units_a)} in A, {len(units_b)} in B)")
+        raise NoPairsError(f"{case}/{metric}: no {unit} pair ({len(units_a)} in A, {len(units_b)} in B)")
     a = np.array([units_a[k][0] for k in keys], dtype=float)
     b = np.array([units_b[k][0] for k in keys], dtype=float)
     links = [units_a[k][1] | units_b[k][1] for k in keys]
     images = {link for unit_links in links for link in unit_links if link[0] == "image"}
-    # An image every unit shares (a blank image) says nothing about which units belong together.
-    groups = clusters_of(links, ignore=frozenset(images) if len(images) == 1 else frozenset())
+    shared = images if len(images) == 1 else {i for i in images if all(i in u for u in links)}  # see Clusters
+    groups = clusters_of(links, ignore=frozenset(shared))
     n_clusters = int(groups.max()) + 1
     clustered = n_clusters < len(keys)
     diff = b - a
@@ -287,8 +288,8 @@ def compare_case(
             continue
         try:
             results.append(compare_units(units_a, units_b, case, metric, unit))
-        except ValueError as err:
-            raise ValueError(f"{err}: {sources[0]} and {sources[1]} share no {unit}") from None
+        except NoPairsError as err:
+            raise NoPairsError(f"{err}: {sources[0]} and {sources[1]} share no {unit}") from None
     return results, notes
 
 

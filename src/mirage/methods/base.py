@@ -125,8 +125,13 @@ class MethodModule(L.LightningModule):
         """Cross-entropy on the answer tokens of one split's batch."""
         return answer_cross_entropy(self(batch).logits, batch["labels"])
 
+    def step_terms(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """The terms of one training step: ``compute_loss``, unless the method forms its step's loss
+        another way (an unlearning method with ``sam``); ``loss`` is what Lightning back-propagates."""
+        return self.compute_loss(batch)
+
     def training_step(self, batch: dict[str, dict[str, Any]], batch_idx: int) -> torch.Tensor:
-        terms = self.compute_loss(batch)
+        terms = self.step_terms(batch)
         if "loss" not in terms:
             raise KeyError(f"{type(self).__name__}.compute_loss must return a 'loss' entry")
         self.check_finite(terms)

@@ -21,8 +21,6 @@ class GradDiff(UnlearningMethod):
         require_weights(alpha_forget=alpha_forget)
         self.alpha_forget = alpha_forget
 
-    def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def forget_terms(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
         forget_ce = self.answer_loss(batch["forget"])
-        terms = {"forget_ce": forget_ce}
-        terms["loss"] = self.add_retain_ce(terms, -self.alpha_forget * forget_ce, batch)
-        return terms
+        return {"forget_ce": forget_ce, "forget_loss": -self.alpha_forget * forget_ce}

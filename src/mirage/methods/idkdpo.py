@@ -27,10 +27,9 @@ class IdkDPO(UnlearningMethod):
         needs = [ReferenceNeed("forget", "nll"), ReferenceNeed("forget", "nll", view="alternate")]
         self.attach_reference(reference, needs)
 
-    def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def forget_terms(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
         chosen = self.log_ratio(batch_view(batch["forget"], "alternate"))
         rejected = self.log_ratio(batch["forget"])
         dpo = -(2.0 / self.beta) * F.logsigmoid(self.beta * (chosen - rejected)).mean()
         terms = {"forget_dpo": dpo, "chosen_log_ratio": chosen.mean(), "rejected_log_ratio": rejected.mean()}
-        terms["loss"] = self.add_retain_ce(terms, dpo, batch)
-        return terms
+        return {**terms, "forget_loss": dpo}

@@ -30,10 +30,10 @@ class IdkNPO(UnlearningMethod):
         self.beta, self.alternate_weight = beta, alternate_weight
         self.attach_reference(reference, [ReferenceNeed("forget", "nll")])
 
-    def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def forget_terms(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+        # Both terms read the forget batch (the refusals are its alternate view): both are the forget part.
         d = -self.log_ratio(batch["forget"])  # NLL_theta - NLL_ref of each harmful answer
         forget_npo = npo_loss(d, self.beta)
         alternate_ce = self.answer_loss(batch_view(batch["forget"], "alternate"))
         terms = {"forget_npo": forget_npo, "forget_log_ratio": d.mean(), "alternate_ce": alternate_ce}
-        terms["loss"] = self.add_retain_ce(terms, forget_npo + self.alternate_weight * alternate_ce, batch)
-        return terms
+        return {**terms, "forget_loss": forget_npo + self.alternate_weight * alternate_ce}

@@ -9,6 +9,7 @@ which the paper's numbers come from). When the model equals the reference, d = 0
 L_NPO = (2 / beta) log 2. The optional retain term is
 ``alpha_r * (2 / beta) * mean log sigmoid(beta * d_retain)``, which rewards a retain NLL
 below the reference's. ``forget_tokens`` picks the answer (code) or the query (paper text).
+The forget part (``forget_loss``) is alpha_f * L_NPO(forget); the rest is the retain part.
 """
 
 from __future__ import annotations
@@ -74,25 +75,25 @@ class NPO(UnlearningMethod):
             needs.append(ReferenceNeed("retain", "nll", "labels"))
         self.attach_reference(reference, needs)
 
-    def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def forget_terms(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
         nll, count, ref_nll, ref_count = self.nll_with_reference(batch["forget"], self.forget_label_key)
         d_forget = npo_log_ratio(nll, count, ref_nll, ref_count, self.reduction)
-        forget_loss = npo_loss(d_forget, self.beta)
-        terms = {
-            "forget_npo": forget_loss,
+        forget_npo = npo_loss(d_forget, self.beta)
+        return {
+            "forget_npo": forget_npo,
             "forget_nll": nll.sum() / count.sum(),
             "forget_log_ratio": d_forget.mean(),
+            "forget_loss": self.alpha_forget * forget_npo,
         }
-        loss = self.alpha_forget * forget_loss
-        if "retain" in self.train_splits:
-            retain = batch["retain"]
-            r_nll, r_count = sequence_nll(self(retain).logits, retain["labels"])
-            loss = self.add_retain_ce(terms, loss, batch, retain_ce=r_nll.sum() / r_count.sum())
-            if self.alpha_retain_npo > 0:
-                ref_r_nll, ref_r_count = self.reference.sequence_nll(self, retain, "labels")
-                d_retain = npo_log_ratio(r_nll, r_count, ref_r_nll, ref_r_count, self.reduction)
-                retain_npo = (2.0 / self.beta) * F.logsigmoid(self.beta * d_retain).mean()
-                terms["retain_npo"] = retain_npo
-                loss = loss + self.alpha_retain_npo * retain_npo
-        terms["loss"] = loss
+
+    def retain_terms(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+        retain = batch["retain"]
+        r_nll, r_count = sequence_nll(self(retain).logits, retain["labels"])
+        terms = self.retain_ce_terms(r_nll.sum() / r_count.sum())
+        if self.alpha_retain_npo > 0:
+            ref_r_nll, ref_r_count = self.reference.sequence_nll(self, retain, "labels")
+            d_retain = npo_log_ratio(r_nll, r_count, ref_r_nll, ref_r_count, self.reduction)
+            retain_npo = (2.0 / self.beta) * F.logsigmoid(self.beta * d_retain).mean()
+            terms["retain_npo"] = retain_npo
+            terms["retain_loss"] = terms["retain_loss"] + self.alpha_retain_npo * retain_npo
         return terms

@@ -7,7 +7,8 @@ u ~ U[0, 1)^H is drawn once from ``control_seed`` and saved with the run. The MS
 squared differences over the selected tokens and the hidden dimension (the reference code's
 ``mse_loss``; the per-token squared norm divided by H). Only layer k is read, so the forget
 pass and the reference pass stop after layer k; only the retain pass that feeds the CE term
-runs the whole model (and none does when lambda = 0).
+runs the whole model (and none does when lambda = 0). The forget part (``forget_loss``) is the
+first MSE; the retain part is the rest.
 
 By default (full fine-tuning) only ``mlp.down_proj`` of layers k-2..k and the projector
 train, as in the reference; under LoRA every adapter trains.
@@ -120,32 +121,35 @@ class RMU(UnlearningMethod):
             mask = mask & (batch["labels"] != IGNORE_INDEX)
         return mask
 
-    def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
-        forget, retain = batch["forget"], batch["retain"]
+    def forget_terms(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+        forget = batch["forget"]
         h_forget = layer_hidden_states(
             self.model, self.model_inputs(forget), self.layer, truncate=self.truncate_passes
         )
         target = self.control.to(h_forget.dtype).expand_as(h_forget)
         forget_mse = masked_mse(h_forget, target, self.token_weights(forget))
-        terms = {"forget_mse": forget_mse, "forget_norm": h_forget.float().norm(dim=-1).mean().detach()}
-        loss = forget_mse
-        if self.alpha > 0 or self.retain_weight > 0:
-            # The CE term needs the whole retain pass; otherwise it stops after layer k too.
-            stop = self.retain_weight == 0 and self.truncate_passes
-            with capture_layer(self.model, self.layer, stop=stop) as capture:
-                if stop:
-                    h_retain, out = run_until_captured(lambda: self(retain, use_cache=False), capture), None
-                else:
-                    out = self(retain, use_cache=False)
-                    h_retain = capture.get()
-            if self.alpha > 0:
-                h_ref = self.reference.layer_states(self, retain, self.layer)
-                retain_mse = masked_mse(h_retain, h_ref.to(h_retain.dtype), self.token_weights(retain))
-                terms["retain_mse"] = retain_mse
-                loss = loss + self.alpha * retain_mse
-            if self.retain_weight > 0:
-                loss = self.add_retain_ce(
-                    terms, loss, batch, answer_cross_entropy(out.logits, retain["labels"])
-                )
-        terms["loss"] = loss
+        norm = h_forget.float().norm(dim=-1).mean().detach()
+        return {"forget_mse": forget_mse, "forget_norm": norm, "forget_loss": forget_mse}
+
+    def retain_terms(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.alpha == 0 and self.retain_weight == 0:
+            return {}
+        retain = batch["retain"]
+        # The CE term needs the whole retain pass; otherwise it stops after layer k too.
+        stop = self.retain_weight == 0 and self.truncate_passes
+        with capture_layer(self.model, self.layer, stop=stop) as capture:
+            if stop:
+                h_retain, out = run_until_captured(lambda: self(retain, use_cache=False), capture), None
+            else:
+                out = self(retain, use_cache=False)
+                h_retain = capture.get()
+        terms: dict[str, torch.Tensor] = {}
+        if self.alpha > 0:
+            h_ref = self.reference.layer_states(self, retain, self.layer)
+            terms["retain_mse"] = masked_mse(h_retain, h_ref.to(h_retain.dtype), self.token_weights(retain))
+            terms["retain_loss"] = self.alpha * terms["retain_mse"]
+        if self.retain_weight > 0:
+            ce_terms = self.retain_ce_terms(answer_cross_entropy(out.logits, retain["labels"]))
+            terms["retain_ce"] = ce_terms["retain_ce"]
+            terms["retain_loss"] = terms.get("retain_loss", 0.0) + ce_terms["retain_loss"]
         return terms

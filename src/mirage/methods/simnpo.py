@@ -25,11 +25,10 @@ class SimNPO(UnlearningMethod):
         require_weights(alpha_forget=alpha_forget)
         self.beta, self.gamma, self.alpha_forget = beta, gamma, alpha_forget
 
-    def compute_loss(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def forget_terms(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
         forget = batch["forget"]
         nll, count = sequence_nll(self(forget).logits, forget["labels"])
         mean_nll = nll / count.clamp(min=1)
-        forget_loss = -(2.0 / self.beta) * F.logsigmoid(self.beta * mean_nll - self.gamma).mean()
-        terms = {"forget_simnpo": forget_loss, "forget_nll": mean_nll.mean()}
-        terms["loss"] = self.add_retain_ce(terms, self.alpha_forget * forget_loss, batch)
-        return terms
+        simnpo = -(2.0 / self.beta) * F.logsigmoid(self.beta * mean_nll - self.gamma).mean()
+        forget_loss = self.alpha_forget * simnpo
+        return {"forget_simnpo": simnpo, "forget_nll": mean_nll.mean(), "forget_loss": forget_loss}
