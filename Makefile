@@ -12,6 +12,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 SEED ?= 42
+SEEDS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install test test-fast demo audit lint format clean
@@ -31,7 +32,11 @@ test-fast: $(STAMP) ## skip the slow end-to-end runs
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP) ## the embedded default: the safety mirage (SFT vs NPO / RMU) on a 1M-parameter LLaVA, CPU
+ifeq ($(strip $(SEEDS)),)
 	$(BIN)/mirage-pipeline experiment=mirage_demo seed=$(SEED)
+else
+	$(BIN)/mirage-pipeline -m experiment=mirage_demo seed=$(shell echo $(SEEDS) | tr -s ' ' ',')
+endif
 
 audit: $(STAMP) ## the demo's models under every probe (reuses what `make demo` trained)
 	$(BIN)/mirage-pipeline experiment=mirage_demo seed=$(SEED) "audit.overrides=['experiment=audit_demo_full']"

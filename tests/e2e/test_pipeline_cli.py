@@ -49,6 +49,12 @@ def test_demo_pipeline_runs_every_stage_then_reuses_them(cache_dir, tmp_path):
     report = (tmp_path / "run1" / "report.md").read_text()
     for label in ("Base", "Mixed SFT", "Post-hoc SFT", "NPO", "SAM-NPO", "RMU"):
         assert f"| {label} |" in report
+    # The safety curves the SFT and unlearning stages recorded (steps 0 and 2), before the audit's section.
+    curves = report.split("## Watching the mirage form")[1].split("## Does the safety survive?")[0]
+    for label in ("Mixed SFT", "Post-hoc SFT", "NPO", "SAM-NPO", "RMU"):
+        assert f"| {label} | 2 |" in curves, label
+    assert "| Base |" not in curves  # the base stage records none
+    assert (tmp_path / "run1" / "curves.png").stat().st_size > 10_000
     # The audit: its section in the report, one row per audited model, every probe of audit_demo a column.
     survive = report.split("## Does the safety survive?")[1]
     for column in ("unprobed", "quantize/nf4", "relearn/forget/2", "relearn/benign/2", "ablate_refusal/hook"):

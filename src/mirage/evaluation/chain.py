@@ -24,9 +24,14 @@ def judge_input(record: dict[str, Any]) -> JudgeInput:
 
 
 def judge_records(
-    records: list[dict[str, Any]], judges: list[Judge], cache_dir: str | Path, description: str = "judging"
+    records: list[dict[str, Any]],
+    judges: list[Judge],
+    cache_dir: str | Path,
+    description: str = "judging",
+    quiet: bool = False,
 ) -> None:
-    """Fill ``record['verdicts']`` (judge name -> verdict) and ``record['label']`` in place."""
+    """Fill ``record['verdicts']`` (judge name -> verdict) and ``record['label']`` in place (``quiet``: no
+    progress bars)."""
     cache_dir = Path(cache_dir)
     for record in records:
         record["verdicts"], record["label"] = {}, None
@@ -40,6 +45,7 @@ def judge_records(
             [judge_input(r) for r in targets],
             cache,
             progress_description=f"{description}: {judge.name}",
+            quiet=quiet,
         )
         for record, verdict in zip(targets, verdicts, strict=True):
             record["verdicts"][judge.name] = verdict

@@ -75,7 +75,7 @@ def run_case(
             todo,
             gen_config,
             on_batch=lambda batch, answers: save(
-                [_record(s, a) for s, a in zip(batch, answers, strict=True)]
+                [make_record(s, a) for s, a in zip(batch, answers, strict=True)]
             ),
             description=f"{name}: generating",
         )
@@ -103,13 +103,14 @@ def _generate_sharded(model: Any, processor: Any, todo: list, gen_config: Any, s
     for index in range(rounds):
         batch = mine[index * size : (index + 1) * size]
         answers = generate_batch(model, processor, batch, gen_config) if batch else []
-        rows = [_record(s, a) for s, a in zip(batch, answers, strict=True)]
+        rows = [make_record(s, a) for s, a in zip(batch, answers, strict=True)]
         gathered = [row for part in dist.gather_objects(rows) for row in part]
         save(gathered)
         log.info("round %d/%d: %d answers from %d ranks", index + 1, rounds, len(gathered), dist.world_size())
 
 
-def _record(sample: Any, answer: str) -> dict[str, Any]:
+def make_record(sample: Any, answer: str) -> dict[str, Any]:
+    """One answer as written to ``generations.jsonl`` (what the judges and metrics read)."""
     from mirage.evaluation.results import record_key
 
     meta = sample.meta

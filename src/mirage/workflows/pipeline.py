@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mirage.utils.hydra import task_wrapper
+from mirage.workflows.pipeline_curves import write_curves
 from mirage.workflows.stages import run_evaluation, run_stage, stage_config, stage_order
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,11 @@ def pipeline(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     )
     (output_dir / "stages.json").write_text(json.dumps({k: str(v) for k, v in stage_dirs.items()}, indent=2))
     summary = dict(report["summary"])
+    labels = OmegaConf.to_container(cfg.report.labels, resolve=True) if cfg.get("report") else {}
+    # "Watching the mirage form": the safety curves the stages recorded while training (curves.png).
+    summary.update(write_curves(stage_dirs, models, labels or {}, output_dir))
     if cfg.get("audit"):  # "Does the safety survive?": mirage-audit on chosen stages, appended to report.md
         from mirage.workflows.pipeline_audit import audit_stages
 
-        labels = OmegaConf.to_container(cfg.report.labels, resolve=True) if cfg.get("report") else {}
         summary.update(audit_stages(cfg, stage_dirs, output_dir, labels or {}))
     return summary, {"results": results, "stage_dirs": stage_dirs, "report": report}

@@ -7,10 +7,10 @@ A stage is a ``mirage-train`` run (``configs/train.yaml`` plus the stage's overr
 from another stage's exported model (``init_from``). Each stage lives under
 ``<stage_cache_dir>/<name>-<hash>``, the hash taken over everything that determines its weights (the
 resolved model, data, method, fine-tuning and trainer settings and the seed; a parent's directory name
-carries the parent's hash). A finished stage is reused; an interrupted one resumes from its
-``last.ckpt``. Evaluations are cached the same way, under the stage's folder, and resume from the
-answers already written. The report (``report.md``, ``report.png``, ``report.json``) goes to this
-run's directory.
+carries the parent's hash) and over its safety curves when it records any. A finished stage is reused;
+an interrupted one resumes from its ``last.ckpt``. Evaluations are cached the same way, under the
+stage's folder, and resume from the answers already written. The report (``report.md``, ``report.png``,
+``report.json``) goes to this run's directory.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def stage_config(
     cfg = compose("train", overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     weights = {key: resolved.get(key) for key in WEIGHT_KEYS}
+    if (resolved.get("curves") or {}).get("experiment"):  # the stage's other product: its safety curves
+        weights["curves"] = resolved["curves"]
     return cfg, stable_hash({"stage": name, **weights})[:10]
 
 

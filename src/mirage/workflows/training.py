@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mirage.utils.hydra import RefusedBeforeStart, instantiate_list, task_wrapper
 from mirage.utils.resume import ResumePoint
+from mirage.workflows.curves import curves_callback
 from mirage.workflows.run_folder import DeferredRunFolder
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     datamodule = instantiate(cfg.data, processor=processor, train_splits=method.train_splits)
     callbacks = instantiate_list(cfg.get("callbacks"), "callback")
+    curves = curves_callback(cfg)  # train.yaml's curves: safety metrics every N steps
+    if curves is not None:
+        callbacks.append(curves)
     callbacks.append(ExactResume())  # data order, random states and log history continue across a resume
     if cfg.get("export_hf", True):
         callbacks.append(GatherForExport())  # full weights for the export under FSDP / ZeRO-3

@@ -65,11 +65,13 @@ def run_judge(
     items: Sequence[JudgeInput],
     cache: VerdictCache | None,
     progress_description: str | None = None,
+    quiet: bool = False,
 ) -> list[dict[str, Any]]:
     """Verdicts for all items in input order; only items missing from the cache reach the judge.
 
     Missing items are judged in batches of ``judge.batch_size`` (identical items once) and each
     batch is stored as soon as it finishes. ``cache=None`` judges everything and stores nothing.
+    ``quiet`` drops the progress bar and the log line (for frequent small calls, e.g. safety curves).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -82,13 +84,18 @@ def run_judge(
         if key not in found and key not in todo:
             todo[key] = item
     if todo:
-        log.info(
-            "judge %s: %d of %d answers to judge (%d cached)", judge.name, len(todo), len(items), len(found)
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "judge %s: %d of %d answers to judge (%d cached)",
+            judge.name,
+            len(todo),
+            len(items),
+            len(found),
         )
         pending = list(todo.items())
         size = max(1, int(judge.batch_size))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, transient=False) as progress:
+        with Progress(*columns, transient=False, disable=quiet) as progress:
             task = progress.add_task(progress_description or f"judging ({judge.name})", total=len(pending))
             for start in range(0, len(pending), size):
                 chunk = pending[start : start + size]
