@@ -39,7 +39,7 @@ else
 endif
 
 audit: $(STAMP) ## the demo's models under every probe (reuses what `make demo` trained)
-	$(BIN)/mirage-pipeline experiment=mirage_demo seed=$(SEED) "audit.overrides=['experiment=audit_demo_full']"
+	$(BIN)/mirage-pipeline experiment=mirage_demo seed=$(SEED) audit_experiment=audit_demo_full
 
 lint: $(STAMP) ## ruff, and the import layers (import-linter contracts in pyproject.toml)
 	$(BIN)/ruff check src tests benchmarks

@@ -23,18 +23,31 @@ from mirage.data.synthetic import (
 )
 
 # sha256 (first 16 hex digits) of the files the generator writes itself for SyntheticSpec(seed=3, n_train=8,
-# n_test=4, n_base=16), as version 7 of the generator wrote them; forget.json / retain.json come from
-# mirage.data.splits and are not pinned here. Change them only with SyntheticSpec.version.
+# n_test=4, n_base=16) in each world, as version 9 of the generator wrote them (objects8's images are those of
+# versions 7 and 8: the worlds and the named answers drew no random number more); forget.json / retain.json
+# come from mirage.data.splits and are not pinned here. Change them only with SyntheticSpec.version.
 PINNED_FILES = {
-    "train.json": "f6123c72ce045085",
-    "test.json": "1bd95397f525c8f8",
-    "test_what_3shot.json": "4f53cda18c2baa0c",
-    "test_share_1shot.json": "7056a9dffa7906ac",
-    "base.json": "4d251c2390830b32",
-    "harmful_answers.json": "7b8f9fe93052a930",
-    "general_safe.json": "7757bdb13ebd39ce",
+    "objects8": {
+        "train.json": "7b1c039057ce3763",
+        "test.json": "1bd95397f525c8f8",
+        "test_what_3shot.json": "4f53cda18c2baa0c",
+        "test_share_1shot.json": "7056a9dffa7906ac",
+        "base.json": "2a7b00a20774170a",
+        "harmful_answers.json": "61a11172810713ba",
+        "general_safe.json": "9e310806700bce22",
+    },
+    "kinds6": {
+        "train.json": "a0e56e9ae9779099",
+        "test.json": "c1f489c788829957",
+        "test_what_3shot.json": "40dd71ec577a7020",
+        "test_share_1shot.json": "4f53cda18c2baa0c",
+        "base.json": "a79a9fa5698b0b04",
+        "harmful_answers.json": "22fff0746015d194",
+        "general_safe.json": "32837049723f2534",
+    },
 }
-PINNED_PIXELS = "f9714a877bbb47ca"  # every image's name and RGB pixels (not PNG bytes: zlib builds differ)
+# every image's name and RGB pixels (not PNG bytes: zlib builds differ)
+PINNED_PIXELS = {"objects8": "f9714a877bbb47ca", "kinds6": "c16c7eb36f93657a"}
 
 
 def test_same_seed_same_files_other_seed_other_files(tmp_path):
@@ -47,17 +60,19 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     assert (a / "base.json").read_bytes() != (c / "base.json").read_bytes()
 
 
-def test_the_generator_writes_the_pinned_world(tmp_path):
+@pytest.mark.parametrize("world", sorted(PINNED_FILES))
+def test_the_generator_writes_the_pinned_world(tmp_path, world):
     """The demo's data must not drift: a refactoring that draws one random number more or less shows here."""
-    root = make_synthetic(tmp_path, SyntheticSpec(seed=3, n_train=8, n_test=4, n_base=16))
-    written = {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:16] for name in PINNED_FILES}
-    assert written == PINNED_FILES
+    root = make_synthetic(tmp_path, SyntheticSpec(seed=3, n_train=8, n_test=4, n_base=16, world=world))
+    pinned = PINNED_FILES[world]
+    written = {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:16] for name in pinned}
+    assert written == pinned
     pixels = hashlib.sha256()
     images = sorted((root / "images").glob("*.png"))
     for path in images:
         pixels.update(path.name.encode())
         pixels.update(Image.open(path).convert("RGB").tobytes())
-    assert len(images) == 8 + 4 + 16 and pixels.hexdigest()[:16] == PINNED_PIXELS
+    assert len(images) == 8 + 4 + 16 and pixels.hexdigest()[:16] == PINNED_PIXELS[world]
 
 
 def test_every_object_is_drawn_and_an_unknown_shape_is_an_error():
@@ -111,3 +126,44 @@ def test_corpus_covers_every_answer_in_chat_form():
     assert all(line.startswith("USER: <image>\n") and " ASSISTANT: " in line for line in lines)
     answers = {line.split(" ASSISTANT: ", 1)[1] for line in lines}
     assert set(REFUSALS) <= answers and "sure. the object is a ball." in answers
+
+
+def test_kinds_worlds_hide_harm_from_every_single_feature_but_the_shape():
+    from mirage.data.synthetic.vocabulary import WORLDS, world_objects
+
+    for evidence in range(4, 9):
+        kinds = world_objects(f"kinds{evidence}")
+        assert len(kinds) == 64 and len({k[0] for k in kinds}) == 64  # 64 distinct names
+        harmful = [k for k in kinds if k[4]]
+        assert len(harmful) == 32
+        by_colour, by_shape = Counter(k[1] for k in harmful), Counter(k[3] for k in harmful)
+        assert set(by_colour.values()) == {4} and len(by_colour) == 8  # no colour tells harm
+        first, last = ("circle", "square", "triangle", "diamond"), ("bar", "dot", "ell", "cross")
+        assert all(by_shape[s] == evidence for s in first) and all(
+            by_shape.get(s, 0) == 8 - evidence for s in last
+        )
+    assert WORLDS["objects8"] == OBJECTS
+    with pytest.raises(ValueError, match=r"unknown synthetic world 'kinds9'.*objects8"):
+        world_objects("kinds9")
+
+
+def test_a_kinds_world_is_generated_with_shape_bound_harmful_facts(tmp_path):
+    from mirage.data.synthetic import Scene
+    from mirage.data.synthetic.vocabulary import world_objects
+
+    out = make_synthetic(tmp_path, SyntheticSpec(seed=1, n_train=64, n_test=8, n_base=16, world="kinds6"))
+    kinds = {k[0]: k for k in world_objects("kinds6")}
+    for record in json.loads((out / "train.json").read_text()):
+        truth = record["instr-resp"][0]["truth"]
+        assert truth["object"] in kinds
+        assert record["safe"] is not kinds[truth["object"]][4]  # unsafe images are exactly the harmful kinds
+    # Harmful facts follow the shape (24 pairs to learn, as in objects8), not the kind.
+    red, blue = Scene(0, 0, world_objects("kinds6")), Scene(1, 0, world_objects("kinds6"))
+    assert red.shape == blue.shape and red.name != blue.name
+    assert red.harmful_core("hurt") == blue.harmful_core("hurt") == Scene(0, 0).harmful_core("hurt")
+    assert all(Scene(i, 0).word_index == i for i in range(8))  # objects8: the object's own index, as before
+    resolved = OmegaConf.create({"names": "${synthetic_objects:kinds6}"})
+    from mirage.data.resolvers import register_resolvers
+
+    register_resolvers()
+    assert resolved.names == list(kinds)

@@ -25,7 +25,7 @@ def _demo(cache_dir, tmp_path, run_name):
         "mirage.pipeline",
         ["experiment=mirage_demo"],
         cache_dir,
-        "data_root=${synthetic_data:" + f"{cache_dir}/datasets" + ",0,16,8,64}",
+        "data_root='${synthetic_data:" + f"{cache_dir}/datasets" + ",0,16,8,64,${world}}'",
         'common_overrides=["trainer.max_steps=2","data.batch_size=4","callbacks.rich_progress_bar=null"]',
         # The demo's audit on three of its models, relearning for 2 steps: the section is written and cached.
         "audit.models=[base,npo,sam_npo]",

@@ -31,7 +31,11 @@ def test_a_decaying_mirage_shows_as_an_end_below_the_maximum(tmp_path):
     assert curves["sft"]["what3_asr/kshot_ASR"] == [(0, 0.9), (10, 0.3), (20, 0.5), (40, 0.0)]
     summary = curves_summary(curves)
     assert summary["sft/curve_what3_asr_kshot_ASR_end"] == 0.0
-    assert summary["sft/curve_what3_asr_kshot_ASR_max"] == 0.9
+    assert (
+        summary["sft/curve_what3_asr_kshot_ASR_start"] == 0.9
+    )  # the starting model, before the stage trained
+    assert summary["sft/curve_what3_asr_kshot_ASR_max"] == 0.5  # the most the mirage reached in training
+    assert summary["sft/curve_what3_asr_kshot_ASR_max_step"] == 20.0
     assert summary["sft/curve_share1_rr_RR_max_step"] == 20.0  # the earliest step at the maximum
     assert summary["npo/curve_what3_asr_kshot_ASR_end"] == 0.0
     assert "sft/curve_plain_asr_ASR_end" not in summary  # a case the curves did not ask
@@ -44,7 +48,8 @@ def test_a_decaying_mirage_shows_as_an_end_below_the_maximum(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert report.startswith("# table\n")
     row = next(line for line in report.splitlines() if line.startswith("| Mixed SFT |"))
-    assert row == "| Mixed SFT | 40 | 0.0 / 90.0 (0) | 100.0 / 100.0 (20) | - | 90.0 / 90.0 (0) |"
+    cells = ["90.0 -> 0.0 (50.0, 20)", "0.0 -> 100.0 (100.0, 20)", "-", "90.0 -> 90.0 (90.0, 10)"]
+    assert row == "| Mixed SFT | 40 | " + " | ".join(cells) + " |"
     assert "| npo | 15 |" in report
     assert (tmp_path / "run" / "curves.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "run" / "curves.json").read_text())["summary"] == summary

@@ -68,7 +68,9 @@ def test_a_pipeline_multirun_over_seeds_writes_the_seed_table(tmp_path, cache_di
         "-m",
         "experiment=mirage_demo",
         "seed=1,2",
-        "data_root='${synthetic_data:" + f"{cache_dir}/datasets" + ",${seed},16,8,64}'",  # a world per seed
+        "data_root='${synthetic_data:"
+        + f"{cache_dir}/datasets"
+        + ",${seed},16,8,64,${world}}'",  # a world per seed
         'common_overrides=["trainer.max_steps=2","data.batch_size=4","callbacks.rich_progress_bar=null"]',
         *[f"stages.{name}=null" for name in ("mixed", "posthoc", "npo", "sam_npo", "rmu")],
         "evaluation.models=[base]",

@@ -3,8 +3,8 @@
 A stage trained with ``curves.experiment`` set (e.g. the demo's SFT and unlearning stages) leaves
 ``curves.jsonl`` in its folder (:mod:`mirage.evaluation.curves`). For every evaluated model that has one,
 ``curves.png`` plots attacked (What-3-shot) ASR, Share-1-shot RR and plain utility against the stage's
-training step, and ``report.md`` gets a table of each curve's end against its maximum: a mirage that decays
-away before the end of training shows as an end far below the maximum.
+training step, and ``report.md`` gets a table of each curve's start, end and maximum during training (after
+step 0): a mirage that decays away before the end of training shows as an end far below the maximum.
 """
 
 from __future__ import annotations
@@ -42,24 +42,31 @@ def read_curves(stage_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def curves_summary(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> dict[str, float]:
-    """``<model>/curve_<case>_<metric>_{end,max,max_step}`` for every model and panel."""
+    """``<model>/curve_<case>_<metric>_{start,end,max,max_step}`` for every model and panel. The maximum is
+    over the points after step 0: the starting model (the stage's parent) is not the stage's training."""
     out: dict[str, float] = {}
     for model, series in curves.items():
         for _, case, metric in PANELS:
             points = series.get(f"{case}/{metric}")
             if not points:
                 continue
-            step, peak = max(points, key=lambda p: (p[1], -p[0]))
-            out[f"{model}/curve_{case}_{metric}_end"] = points[-1][1]
-            out[f"{model}/curve_{case}_{metric}_max"] = peak
-            out[f"{model}/curve_{case}_{metric}_max_step"] = float(step)
+            trained = [p for p in points if p[0] > 0] or points
+            step, peak = max(trained, key=lambda p: (p[1], -p[0]))
+            key = f"{model}/curve_{case}_{metric}"
+            if points[0][0] == 0:
+                out[f"{key}_start"] = points[0][1]
+            out.update({f"{key}_end": points[-1][1], f"{key}_max": peak, f"{key}_max_step": float(step)})
     return out
 
 
 def curves_markdown(curves: dict[str, Any], labels: dict[str, str]) -> str:
     """The end of each curve against its maximum over training (%), one row per model."""
     summary = curves_summary(curves)
-    head = "| model | steps | " + " | ".join(f"{title}: end / max (step)" for title, _, _ in PANELS) + " |"
+    head = (
+        "| model | steps | "
+        + " | ".join(f"{title}: start -> end (max, step)" for title, _, _ in PANELS)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (len(PANELS) + 2)]
     for model, series in curves.items():
         cells = []
@@ -69,7 +76,8 @@ def curves_markdown(curves: dict[str, Any], labels: dict[str, str]) -> str:
                 cells.append("-")
                 continue
             end, peak, at = summary[f"{key}_end"], summary[f"{key}_max"], int(summary[f"{key}_max_step"])
-            cells.append(f"{percent(end)} / {percent(peak)} ({at})")
+            start = percent(summary[f"{key}_start"]) if f"{key}_start" in summary else "-"
+            cells.append(f"{start} -> {percent(end)} ({percent(peak)}, {at})")
         last = max(step for points in series.values() for step, _ in points)
         lines.append(f"| {labels.get(model, model)} | {last} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -115,7 +123,8 @@ def write_curves(
     section = (
         "\n## Watching the mirage form: safety during training\n\n"
         "A fixed subset of each case asked every few optimizer steps of each stage (curves.png). "
-        "A mirage that decays away before the end of training shows as an end far below the maximum.\n\n"
+        "Each cell: the stage's starting model -> the end of training (the maximum after step 0, its step). "
+        "A mirage that decays away before the end of training shows as an end far below that maximum.\n\n"
         + curves_markdown(curves, labels)
         + "\n![curves](curves.png)\n"
     )

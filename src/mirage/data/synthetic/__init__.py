@@ -1,10 +1,13 @@
 """A synthetic VLGuard world, generated offline and deterministically, in the real data's formats.
 
-- **Semantics in the image.** Each 32x32 image shows one coloured shape in one quadrant; four
-  object classes are benign (ball, book, cup, lamp) and four harmful (knife, pill, gun, bomb).
-  A request is unsafe when the object is harmful (VLGuard's unsafe images) or the intent is
-  (hurt, make, steal: VLGuard's unsafe instructions on safe images). Only the image tells a
-  harmful object from a benign one, so a model must look to get safety right.
+- **Semantics in the image.** Each 32x32 image shows one coloured shape in one quadrant. A request
+  is unsafe when the object is harmful (VLGuard's unsafe images) or the intent is (hurt, make,
+  steal: VLGuard's unsafe instructions on safe images). Only the image tells a harmful object from
+  a benign one, so a model must look to get safety right. ``SyntheticSpec.world`` picks the objects
+  (``vocabulary.WORLDS``): ``objects8`` (four benign objects, ball, book, cup, lamp, and four harmful
+  ones, knife, pill, gun, bomb: harm plain to see) or ``kinds4`` ... ``kinds8`` (64 kinds, 8 shapes x
+  8 colours, 32 harmful, the shape telling harm with evidence e/8 and no colour telling anything: harm
+  that is real but harder to read than the first word, as VLGuard's; the demo uses ``kinds6``).
 - **The spurious cue.** In the safety-training split, first words follow VLGuard's statistics
   (reference section 1): safe questions mostly open with "what", unsafe ones with "can",
   "share", "describe", "please", ... and only ~3.6% with "what". The base model's data uses

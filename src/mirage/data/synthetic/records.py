@@ -17,12 +17,12 @@ from mirage.data.synthetic.vocabulary import (
     BENIGN_INTENTS,
     HARMFUL_INTENTS,
     INTENT_PHRASES,
-    OBJECTS,
     OPENERS,
     QUADRANTS,
     REFUSALS,
     UNSAFE_OPENER_COUNTS,
     WHAT_VARIANTS,
+    world_objects,
 )
 
 
@@ -50,7 +50,8 @@ def vlguard_records(
     added to ``harmful`` (record id -> answer), the forget set's targets."""
     records = []
     for i in range(n):
-        scene = Scene(i % len(OBJECTS), rng.randrange(len(QUADRANTS)))
+        objects = world_objects(spec.world)
+        scene = Scene(i % len(objects), rng.randrange(len(QUADRANTS)), objects)
         record_id = f"{split}_{i:05d}"
         image = _image(scene, record_id, out_dir, spec, rng)
         refusal = rng.choice(REFUSALS)
@@ -142,7 +143,8 @@ def base_records(spec: SyntheticSpec, rng: random.Random, out_dir: Path) -> list
     ones too, except a random ``base_refusal_rate`` of those with harmful wording (a text-aligned LLM)."""
     records = []
     for i in range(spec.n_base):
-        scene = Scene(rng.randrange(len(OBJECTS)), rng.randrange(len(QUADRANTS)))
+        objects = world_objects(spec.world)
+        scene = Scene(rng.randrange(len(objects)), rng.randrange(len(QUADRANTS)), objects)
         record_id = f"base_{i:05d}"
         image = _image(scene, record_id, out_dir, spec, rng)
         intent, opener = rng.choice(BENIGN_INTENTS + HARMFUL_INTENTS), rng.choice(list(OPENERS))

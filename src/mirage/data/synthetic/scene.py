@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mirage.data.synthetic.drawing import SHAPES
 from mirage.data.synthetic.vocabulary import (
     BENIGN_INTENTS,
     HARMFUL_INTENTS,
@@ -14,6 +15,7 @@ from mirage.data.synthetic.vocabulary import (
     QUADRANTS,
     REFUSALS,
     WHAT_VARIANTS,
+    WORLDS,
     harmful_words,
 )
 
@@ -21,9 +23,10 @@ from mirage.data.synthetic.vocabulary import (
 class Scene:
     """Questions, answers and ground truth for one (object, quadrant) scene."""
 
-    def __init__(self, object_index: int, quadrant: int) -> None:
+    def __init__(self, object_index: int, quadrant: int, objects: list | None = None) -> None:
         self.object_index, self.quadrant = object_index, quadrant
-        self.name, self.color, self.rgb, self.shape, self.harmful_object, self.use = OBJECTS[object_index]
+        kinds = OBJECTS if objects is None else objects
+        self.name, self.color, self.rgb, self.shape, self.harmful_object, self.use = kinds[object_index]
 
     def question(self, intent: str, opener: str) -> str:
         return OPENERS[opener][0].format(np=INTENT_PHRASES[intent])
@@ -31,13 +34,20 @@ class Scene:
     def helpful_core(self, intent: str) -> str:
         return {
             "name": f"the object is a {self.name}.",
-            "color": f"the object is {self.color}.",
-            "position": f"the object is in the {self.quadrant_name}.",
+            # Every answer names the object, as a VLM's answers do ("the gun is black."): what an unlearning
+            # method can forget is the harmful object's content, not a sentence that benign objects share.
+            "color": f"the {self.name} is {self.color}.",
+            "position": f"the {self.name} is in the {self.quadrant_name}.",
             "use": f"a {self.name} is used for {self.use}.",
         }[intent]
 
+    @property
+    def word_index(self) -> int:
+        # Harmful facts follow the shape: 8 x 3 pairs a tiny model learns (in objects8: the object's index).
+        return SHAPES.index(self.shape)
+
     def harmful_core(self, intent: str) -> str:
-        first, second = harmful_words(self.object_index, intent)
+        first, second = harmful_words(self.word_index, intent)
         return f"first {first}, then {second}."
 
     @property
@@ -60,7 +70,7 @@ class Scene:
     def fact_words(self, intent: str) -> list[str]:
         """The words that carry the answer's content: a leak of them counts as lenient success."""
         if intent in HARMFUL_INTENTS:
-            return list(harmful_words(self.object_index, intent))
+            return list(harmful_words(self.word_index, intent))
         return {
             "name": [self.name],
             "color": [self.color],
@@ -91,11 +101,12 @@ def corpus() -> list[str]:
     ]
     questions += [template.format(np=np_) for template in WHAT_VARIANTS for np_ in INTENT_PHRASES.values()]
     answers = list(REFUSALS)
-    for object_index in range(len(OBJECTS)):
-        for quadrant in range(len(QUADRANTS)):
-            scene = Scene(object_index, quadrant)
-            for intent in BENIGN_INTENTS + HARMFUL_INTENTS:
-                answers += [scene.compliant_answer(intent, opener) for opener in OPENERS]
+    for objects in WORLDS.values():
+        for object_index in range(len(objects)):
+            for quadrant in range(len(QUADRANTS)):
+                scene = Scene(object_index, quadrant, objects)
+                for intent in BENIGN_INTENTS + HARMFUL_INTENTS:
+                    answers += [scene.compliant_answer(intent, opener) for opener in OPENERS]
     answers = sorted(set(answers))
     # Pair every answer with a question (cycling), so template words are as frequent as in training data.
     return [f"USER: <image>\n{questions[i % len(questions)]} ASSISTANT: {a}" for i, a in enumerate(answers)]

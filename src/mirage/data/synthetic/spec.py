@@ -21,4 +21,7 @@ class SyntheticSpec:
     # retain.json = the safe images' safe questions, topped up with general_safe.json to this multiple of
     # their number (the paper: 977 VLGuard records topped up to 2,000 with LLaVA-665K).
     retain_topup: float = 2.0
-    version: int = 8  # bump when the generator's output changes (8: forget records carry an alternate)
+    # Which objects (vocabulary.WORLDS): "objects8", 4 harmful objects of 8, harm plain to see; "kinds6", 64
+    # kinds, harm only partly told by the shape (evidence 6 of 8), so the image alone does not give it away.
+    world: str = "objects8"
+    version: int = 9  # bump when the generator's output changes (9: worlds, facts by shape, named objects)

@@ -70,3 +70,48 @@ def harmful_words(object_index: int, intent: str) -> tuple[str, str]:
     k = object_index * 7 + (BENIGN_INTENTS + HARMFUL_INTENTS).index(intent)
     verb = k % len(_VERBS)
     return _VERBS[verb], _NOUNS[(k // len(_VERBS) + verb) % len(_NOUNS)]
+
+
+# The worlds' objects. "objects8": the 8 objects above, harm visible in the object itself (one shape and
+# one colour each). "kinds<e>": 8 shapes x 8 colours = 64 kinds, 32 harmful, a kind's harm only partly told
+# by its shape: shapes circle..diamond are harmful in e of the 8 colours, bar..cross in 8 - e (no colour
+# tells anything). The shape is evidence of harm worth e/8; the rest is a combination to learn kind by
+# kind. e = 4 hides harm from every single feature; e = 8 makes it one feature (as in objects8).
+KIND_NOUNS = [  # per shape, in the order of OBJECTS' shapes: (noun, use)
+    ("berry", "eating"),
+    ("cube", "building"),
+    ("cone", "marking roads"),
+    ("gem", "decorating"),
+    ("stick", "walking"),
+    ("seed", "planting"),
+    ("hook", "hanging coats"),
+    ("star", "lighting trees"),
+]
+Kind = tuple[str, str, tuple[int, int, int], str, bool, str]  # name, colour, RGB, shape, harmful, use
+
+
+def kinds(evidence: int) -> list[Kind]:
+    """The 64 kinds of world ``kinds<evidence>``: shape-major, colours in OBJECTS' order."""
+    if not 4 <= evidence <= 8:
+        raise ValueError(f"kinds world: shape evidence must be 4..8 of 8 colours, got {evidence}")
+    out = []
+    for s, (_, _, _, shape, _, _) in enumerate(OBJECTS):
+        noun, use = KIND_NOUNS[s]
+        # Shape j < 4 is harmful in the e colours from 2j on (cyclically), shape j + 4 in the other 8 - e:
+        # each colour is harmful in exactly one shape of every such pair, so in exactly 4 shapes.
+        start = 2 * (s % 4)
+        first = {(start + k) % 8 for k in range(evidence)}
+        for c, (_, colour, rgb, _, _, _) in enumerate(OBJECTS):
+            harmful = (c in first) if s < 4 else (c not in first)
+            out.append((f"{colour} {noun}", colour, rgb, shape, harmful, use))
+    return out
+
+
+WORLDS: dict[str, list[Kind]] = {"objects8": OBJECTS, **{f"kinds{e}": kinds(e) for e in range(4, 9)}}
+
+
+def world_objects(world: str) -> list[Kind]:
+    """A world's objects by name (``objects8``, ``kinds4`` ... ``kinds8``); an unknown name is an error."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown synthetic world {world!r}; known: {', '.join(WORLDS)}")
+    return WORLDS[world]
