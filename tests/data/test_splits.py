@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from mirage.data.readers import read_conversations, read_vlguard
 from mirage.data.records import DataError
 from mirage.data.splits import build_forget_retain
+from mirage.data.synthetic import REFUSALS
 
 
 def test_synthetic_files_load_with_the_real_readers(synthetic_dir):
@@ -36,8 +38,15 @@ def test_forget_answers_are_harmful_and_retain_answers_helpful(synthetic_dir):
     answers = {r["id"]: r["answer"] for r in json.loads((synthetic_dir / "harmful_answers.json").read_text())}
     for sample in read_conversations(synthetic_dir / "forget.json"):
         assert sample.answer == answers[sample.id]
+    # Helpful answers name the object: "the object is a cup.", "the cup is green.", "a cup is used for ...".
+    helpful = re.compile(
+        r"(the object is an? [a-z ]+|the [a-z ]+ is (in the )?[a-z ]+|an? [a-z ]+ is used for [a-z ]+)\.$"
+    )
     for sample in read_conversations(synthetic_dir / "retain.json"):
-        assert "the object is" in sample.answer or " is used for " in sample.answer
+        assert helpful.search(sample.answer), sample.answer
+        assert (
+            "first " not in sample.answer and sample.answer not in REFUSALS
+        )  # neither harmful nor a refusal
         assert sample.alternate is None  # retain records are not preference pairs
 
 
