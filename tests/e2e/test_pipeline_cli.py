@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from tests.cli import cli_command, run_cli
 
 from mirage.workflows.stages import stage_order
@@ -19,8 +22,8 @@ def test_stage_order_puts_parents_first_and_rejects_cycles():
         stage_order({"npo": {"init_from": "basee"}})
 
 
-def _demo(cache_dir, tmp_path, run_name):
-    # The real demo's stages and cases on a small world, two steps per stage.
+def _demo(cache_dir, tmp_path, run_name, stages="stages", jobs=2):
+    # The real demo's stages and cases on a small world, two steps a stage, 2 workers (as the demo).
     return cli_command(
         "mirage.pipeline",
         ["experiment=mirage_demo"],
@@ -30,8 +33,9 @@ def _demo(cache_dir, tmp_path, run_name):
         # The demo's audit on three of its models, relearning for 2 steps: the section is written and cached.
         "audit.models=[base,npo,sam_npo]",
         "audit.overrides=['experiment=audit_demo','probes.relearn.steps=[0,2]']",
-        f"stage_cache_dir={tmp_path}/stages",
+        f"stage_cache_dir={tmp_path}/{stages}",
         f"hydra.run.dir={tmp_path}/{run_name}",
+        f"jobs={jobs}",
     )
 
 
@@ -66,13 +70,54 @@ def test_demo_pipeline_runs_every_stage_then_reuses_them(cache_dir, tmp_path):
     assert set(audit["models"]) == {"base", "npo", "sam_npo"}
     assert (tmp_path / "run1" / "report.png").stat().st_size > 10_000
     assert "Mixed SFT" in first.stdout  # the table is printed
+    # Each task's wall time: 8 stages, 6 evaluations, 3 audits, in times.json and the report's last section.
+    times = json.loads((tmp_path / "run1" / "times.json").read_text())
+    assert times["jobs"] == 2 and len(times["tasks"]) == 8 + 6 + 3
+    assert {t["task"] for t in times["tasks"]} == {"stage", "evaluation", "audit"}
+    assert report.rstrip().endswith("|") and "## Time" in report.split("## Does the safety survive?")[1]
+    assert "| rmu | " in report.split("## Time")[1] and "| vision | " in report.split("## Time")[1]
 
     # A second run trains and evaluates nothing: same stage folders, same numbers.
     second = run_cli(_demo(cache_dir, tmp_path, "run2"), timeout=900)
-    # 8 stages, 6 evaluations, and per audited model 2 relearning runs and 8 variant evaluations.
-    assert second.stderr.count("reusing") + second.stdout.count("reusing") >= 8 + 6 + 3 * (2 + 8)
+    # 8 stages, 6 evaluations, and per audited model 2 relearning runs and 5 variant evaluations.
+    assert second.stderr.count("reusing") + second.stdout.count("reusing") >= 8 + 6 + 3 * (2 + 5)
     assert json.loads((tmp_path / "run2" / "stages.json").read_text()) == stage_dirs
     assert json.loads((tmp_path / "run1" / "report.json").read_text()) == json.loads(
         (tmp_path / "run2" / "report.json").read_text()
     )
     assert not list((tmp_path / "stages").glob("*.partial"))
+
+
+def _weights(stage_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(stage_dir / "hf" / "model.safetensors")
+
+
+def _answers(stage_dir: Path) -> list[str]:
+    return [
+        json.loads(line)["answer"]
+        for case in sorted(stage_dir.glob("eval-*/*/generations.jsonl"))
+        for line in case.read_text().splitlines()
+    ]
+
+
+@pytest.mark.slow
+def test_two_workers_train_and_answer_exactly_as_one_job(cache_dir, tmp_path):
+    # The tests run at one thread (tests/cli.py), so every task gets one thread with 1 job or 2: the stages
+    # must then come out bit-identical, and every answer the same, however the workers interleaved them.
+    run_cli(_demo(cache_dir, tmp_path, "parallel", stages="stages2", jobs=2), timeout=900)
+    run_cli(_demo(cache_dir, tmp_path, "serial", stages="stages1", jobs=1), timeout=900)
+    parallel = json.loads((tmp_path / "parallel" / "stages.json").read_text())
+    serial = json.loads((tmp_path / "serial" / "stages.json").read_text())
+    assert parallel != serial  # workers key what they train by their pinned thread count
+    log = (tmp_path / "parallel" / "mirage_demo.log").read_text()
+    assert log.index("stage mixed: started") < log.index("stage base: done")  # side by side
+    for name in serial:
+        left, right = _weights(Path(parallel[name])), _weights(Path(serial[name]))
+        assert left.keys() == right.keys(), name
+        assert all(torch.equal(left[k], right[k]) for k in left), name
+        assert _answers(Path(parallel[name])) == _answers(Path(serial[name])), name
+    assert sum(len(_answers(Path(p))) for p in parallel.values()) > 0
+    assert (
+        json.loads((tmp_path / "parallel" / "audit" / "audit.json").read_text())["models"]
+        == json.loads((tmp_path / "serial" / "audit" / "audit.json").read_text())["models"]
+    )

@@ -24,6 +24,7 @@ from mirage.probes.base import AuditTarget, Probe, ProbeVariant
 from mirage.utils.hashing import stable_hash
 from mirage.utils.hydra import task_wrapper
 from mirage.workflows.configs import compose
+from mirage.workflows.workers import pinned_threads
 
 log = logging.getLogger(__name__)
 BASELINE = "none"
@@ -64,7 +65,10 @@ def train_variant(target: AuditTarget, variant: ProbeVariant) -> Path:
     cfg = compose("train", overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     weights = {key: resolved.get(key) for key in WEIGHT_KEYS}
-    digest = stable_hash({**weights, "from": weights_fingerprint(target.model_dir)})[:10]
+    weights["from"] = weights_fingerprint(target.model_dir)
+    if pinned_threads() is not None:  # trained in a pipeline worker: its float sums depend on the threads
+        weights["threads"] = pinned_threads()
+    digest = stable_hash(weights)[:10]
     stage_dir = run_stage(variant.label, cfg, target.work_dir / "train" / f"{_slug(variant.label)}-{digest}")
     return stage_dir / "hf"
 
@@ -120,9 +124,25 @@ def audit_model(target: AuditTarget, probes: dict[str, Probe], cfg: DictConfig) 
     return rows
 
 
-def run_audit(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Audit every model of ``cfg.models`` with every probe of ``cfg.probes``; write the cards into
-    ``cfg.paths.output_dir``; return the flat summary and ``{"audited", "payload"}``."""
+def instantiate_probes(cfg: DictConfig) -> dict[str, Probe]:
+    probes = {name: instantiate(spec) for name, spec in (cfg.get("probes") or {}).items() if spec is not None}
+    for name, probe in probes.items():
+        if not isinstance(probe, Probe):
+            raise TypeError(f"probes.{name} is a {type(probe).__name__}, not a mirage.probes.base.Probe")
+    return probes
+
+
+def audit_one(cfg: DictConfig, label: str, model_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """One model's rows (``audit_model``): what a pipeline worker runs, the verdicts left to ``run_audit``."""
+    return audit_model(audit_target(label, model_dir, cfg), instantiate_probes(cfg), cfg)
+
+
+def run_audit(
+    cfg: DictConfig, done: dict[str, dict[str, dict[str, Any]]] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Audit every model of ``cfg.models`` with every probe of ``cfg.probes`` (``done``: rows of models
+    already audited, by ``audit_one``); write the cards into ``cfg.paths.output_dir``; return the flat
+    summary and ``{"audited", "payload"}``."""
     from mirage.workflows.audit_card import write_audit
 
     models = {str(k): str(v) for k, v in (cfg.get("models") or {}).items() if v is not None}
@@ -131,13 +151,13 @@ def run_audit(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     reference = (cfg.get("verdict") or {}).get("reference")
     if reference and reference not in models:  # found before any work, not after every probe has run
         raise KeyError(f"verdict.reference={reference!r} is not an audited model; models: {sorted(models)}")
-    probes = {name: instantiate(spec) for name, spec in (cfg.get("probes") or {}).items() if spec is not None}
-    for name, probe in probes.items():
-        if not isinstance(probe, Probe):
-            raise TypeError(f"probes.{name} is a {type(probe).__name__}, not a mirage.probes.base.Probe")
+    probes = instantiate_probes(cfg)
     audited = {}
     for label, model_dir in models.items():
-        audited[label] = audit_model(audit_target(label, model_dir, cfg), probes, cfg)
+        rows = (done or {}).get(label)
+        audited[label] = (
+            rows if rows is not None else audit_model(audit_target(label, model_dir, cfg), probes, cfg)
+        )
     verdict = OmegaConf.to_container(cfg.verdict, resolve=True)
     summary, payload = write_audit(
         audited, Path(cfg.paths.output_dir), verdict=verdict, title=str(cfg.get("title", ""))

@@ -9,6 +9,12 @@ from mirage.utils.config_dirs import packaged_config_dir
 
 #: The primary config folder of every entry point (a user's own folders join through hydra.searchpath).
 CONFIG_DIR = str(packaged_config_dir())
+_searchpath: list[str] = []  # a worker process's copy of its parent app's hydra.searchpath
+
+
+def set_searchpath(searchpath: list[str]) -> None:
+    """Config folders that ``compose`` adds outside a Hydra app (a pipeline worker gets its parent's)."""
+    _searchpath[:] = [str(p) for p in searchpath]
 
 
 def register_resolvers() -> None:
@@ -30,5 +36,7 @@ def compose(config_name: str, overrides: list[str], **kwargs) -> DictConfig:
     register_resolvers()
     if GlobalHydra.instance().is_initialized():
         return hydra_compose(config_name=config_name, overrides=overrides, **kwargs)
+    if _searchpath and not any(o.startswith("hydra.searchpath=") for o in overrides):
+        overrides = [*overrides, "hydra.searchpath=[" + ",".join(f"'{p}'" for p in _searchpath) + "]"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides, **kwargs)

@@ -116,17 +116,15 @@ def survival_sentences(
     return out
 
 
-def audit_stages(
-    cfg: DictConfig, stage_dirs: dict[str, Path], output_dir: Path, labels: dict[str, str]
+def finish_audit(
+    audit_cfg: DictConfig, audited: dict[str, dict], output_dir: Path, labels: dict[str, str]
 ) -> dict[str, float]:
-    """Run the audit block of a pipeline config; append its section to ``report.md``; return its summary."""
+    """The verdicts over every audited model (``audited``: each model's rows), the audit's cards, and its
+    section appended to ``report.md``; returns its summary."""
     from mirage.workflows.audit import run_audit
 
-    out_dir = output_dir / "audit"
-    audit_cfg = audit_config(cfg.audit, stage_dirs, cfg, out_dir)
-    log.info("auditing %s", ", ".join(audit_cfg.models))
-    summary, objects = run_audit(audit_cfg)
+    summary, objects = run_audit(audit_cfg, done=audited)
     report = output_dir / "report.md"
-    section = survival_section(objects["payload"], labels, out_dir, output_dir)
+    section = survival_section(objects["payload"], labels, Path(audit_cfg.paths.output_dir), output_dir)
     report.write_text(report.read_text().rstrip("\n") + "\n\n" + section)
     return {f"audit/{key}": value for key, value in summary.items()}

@@ -58,9 +58,15 @@ def stage_order(stages: dict[str, Any]) -> list[str]:
 
 
 def stage_config(
-    name: str, spec: DictConfig, parent_dir: Path | None, seed: int, common: list[str] | None = None
+    name: str,
+    spec: DictConfig,
+    parent_dir: Path | None,
+    seed: int,
+    common: list[str] | None = None,
+    threads: int | None = None,
 ) -> tuple[DictConfig, str]:
-    """The composed training config of one stage, and its hash (over ``WEIGHT_KEYS``)."""
+    """The composed training config of one stage, and its hash (over ``WEIGHT_KEYS``, and ``threads`` when
+    a pipeline worker pins them: float sums, hence the weights, depend on the thread count)."""
     overrides = [str(o) for o in spec.get("overrides") or []] + list(common or [])
     if parent_dir is not None:
         overrides += ["model=checkpoint", f"model.name_or_path={parent_dir / 'hf'}"]
@@ -70,6 +76,8 @@ def stage_config(
     weights = {key: resolved.get(key) for key in WEIGHT_KEYS}
     if (resolved.get("curves") or {}).get("experiment"):  # the stage's other product: its safety curves
         weights["curves"] = resolved["curves"]
+    if threads is not None:
+        weights["threads"] = threads
     return cfg, stable_hash({"stage": name, **weights})[:10]
 
 
