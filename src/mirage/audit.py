@@ -8,27 +8,24 @@ cases on each, and an audit card per model plus one comparison (:mod:`mirage.wor
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from mirage.utils.hydra import metric_value, print_config_tree
+from mirage.utils.hydra import metric_value, start_run
+from mirage.utils.sweeps import hydra_cli
 from mirage.workflows.audit import audit
 from mirage.workflows.configs import CONFIG_DIR, register_resolvers
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="audit.yaml")
 def main(cfg: DictConfig) -> float | None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if cfg.get("extras", {}).get("print_config", True):
-        print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.yaml")
+    start_run(cfg)
     metrics, _ = audit(cfg)
     return metric_value(metrics, cfg.get("optimized_metric")) if not metrics.get("failed") else None
 
 
 register_resolvers()
+cli = hydra_cli(main)  # the console script: exits non-zero when a multirun job failed
 
 if __name__ == "__main__":
-    main()
+    cli()

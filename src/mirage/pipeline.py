@@ -15,28 +15,25 @@ run's directory.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from mirage.utils.hydra import print_config_tree
+from mirage.utils.hydra import start_run
+from mirage.utils.sweeps import hydra_cli
 from mirage.workflows.configs import CONFIG_DIR, register_resolvers
 from mirage.workflows.pipeline import pipeline
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline.yaml")
 def main(cfg: DictConfig) -> float | None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if cfg.get("extras", {}).get("print_config", True):
-        print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.yaml")
+    start_run(cfg)
     metrics, _ = pipeline(cfg)
     name = cfg.get("optimized_metric")
     return float(metrics[name]) if name and name in metrics else None
 
 
 register_resolvers()
+cli = hydra_cli(main)  # the console script: exits non-zero when a multirun job failed
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -11,29 +11,25 @@ mirage-train -m experiment=npo_tiny hparams_search=npo_optuna_tiny             #
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from mirage.utils.hydra import metric_value, print_config_tree
+from mirage.utils.hydra import metric_value, start_run
+from mirage.utils.sweeps import hydra_cli
 from mirage.workflows.configs import CONFIG_DIR, register_resolvers
 from mirage.workflows.training import train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if cfg.get("extras", {}).get("print_config", True):
-        # A resume saves the tree once its checkpoint is accepted (DeferredRunFolder).
-        resuming = cfg.get("ckpt_path") not in (None, "")
-        print_config_tree(cfg, save_to=None if resuming else Path(cfg.paths.output_dir) / "config_tree.yaml")
+    # A resume saves the tree once its checkpoint is accepted (DeferredRunFolder).
+    start_run(cfg, save_tree=cfg.get("ckpt_path") in (None, ""))
     metrics, _ = train(cfg)
     return metric_value(metrics, cfg.get("optimized_metric")) if not metrics.get("failed") else None
 
 
 register_resolvers()
+cli = hydra_cli(main)  # the console script: exits non-zero when a multirun job failed
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -146,3 +146,24 @@ def test_optuna_search_of_three_trials_returns_the_objective(tmp_path, cache_dir
     assert best["best_value"] == pytest.approx(min(values))
     best_params = params[values.index(min(values))]
     assert best["best_params"] == pytest.approx(best_params)
+
+
+def test_a_sweep_with_a_failing_job_runs_the_others_then_exits_non_zero(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiment=sft_tiny", "trainer.max_steps=2", "callbacks.rich_progress_bar=null"]
+    cmd = cli_command(
+        "mirage.train", [*args, "method.optimizer.lr=1e-3,-1"], cache_dir, f"hydra.sweep.dir={sweep}"
+    )
+    result = run_cli(cmd, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert (sweep / "0" / "hf").is_dir() and not (sweep / "0" / "error.txt").exists()  # the good job ran
+    assert (sweep / "1" / "error.txt").is_file() and not (sweep / "1" / "hf").exists()
+    output = result.stdout + result.stderr
+    assert "1 job(s) of the sweep failed" in output
+    failed = next(line for line in output.splitlines() if line.strip().startswith("job 1 ("))
+    assert "method.optimizer.lr=-1" in failed and "learning rate" in failed.split("):", 1)[1]  # and the error
+    # A sweep whose jobs all pass exits 0.
+    ok = run_cli(
+        cli_command("mirage.train", [*args, "seed=1,2"], cache_dir, f"hydra.sweep.dir={tmp_path}/ok")
+    )
+    assert ok.returncode == 0 and "of the sweep failed" not in ok.stdout + ok.stderr

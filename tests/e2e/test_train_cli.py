@@ -96,3 +96,29 @@ def test_unlearning_experiments_run_and_export(experiment, tmp_path, cache_dir):
         assert {"train/forget_mse", "train/retain_mse"} <= terms
         control = load_file(run_dir / "hf" / "rmu_control_vector.safetensors")["control"]
         assert control.norm().item() == pytest.approx(20.0, rel=1e-5)  # c from configs/model_method/
+
+
+def test_a_short_run_is_quiet_by_default_and_keeps_its_config(cache_dir, tmp_path):
+    # The 20-step tiny run of the issue: under 40 console lines besides progress bars; the config tree is
+    # written to the run folder, and printed only on request.
+    quiet = run_cli(
+        cli_command(
+            "mirage.train",
+            ["experiment=sft_tiny", "trainer.max_steps=20"],
+            cache_dir,
+            f"hydra.run.dir={tmp_path}/q",
+        )
+    )
+    lines = [line for line in (quiet.stdout + quiet.stderr).splitlines() if "━" not in line]
+    assert len(lines) < 40, "\n".join(lines)
+    assert "Tip:" not in quiet.stderr and "LeafSpec" not in quiet.stderr
+    assert "method" in (tmp_path / "q" / "config_tree.yaml").read_text()
+    loud = run_cli(
+        cli_command(
+            "mirage.train",
+            ["experiment=sft_tiny", "trainer.max_steps=2", "extras.print_config=true"],
+            cache_dir,
+            f"hydra.run.dir={tmp_path}/loud",
+        )
+    )
+    assert "config" in loud.stdout and "finetune" in loud.stdout and len(loud.stdout.splitlines()) > 60

@@ -101,7 +101,9 @@ def plot(rows: dict[str, dict[str, float]], labels: dict[str, str], path: Path, 
                 label=f"lenient ({attack})",
                 zorder=3,
             )
-        ax.set_xticks(list(x), [labels.get(m, m) for m in models], rotation=20)
+        ax.set_xticks(
+            list(x), [labels.get(m, m) for m in models], rotation=30, ha="right", rotation_mode="anchor"
+        )
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 125)  # headroom for the legend
         ax.set_yticks(range(0, 101, 20))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -109,8 +110,30 @@ def instantiate_list(cfg: DictConfig | None, kind: str) -> list[Any]:
     return objects
 
 
-def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = False) -> None:
-    """Print the composed config as a rich tree (top-level groups first) and save it as YAML."""
+def start_run(cfg: DictConfig, save_tree: bool = True, rank_zero: bool = True) -> None:
+    """What every entry point does first: no tokenizer threads beside torch's, the known third-party noise
+    dropped (``extras.ignore_warnings``), the config saved to ``config_tree.yaml`` (unless ``save_tree`` is
+    off, e.g. for a resume, which saves it once its checkpoint is accepted) and printed with
+    ``extras.print_config``; only ``rank_zero`` writes or prints."""
+    from mirage.utils.quiet import quiet_third_party
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    extras = cfg.get("extras") or {}
+    quiet_third_party(bool(extras.get("ignore_warnings", True)))
+    if rank_zero:
+        tree = Path(cfg.paths.output_dir) / "config_tree.yaml" if save_tree else None
+        print_config_tree(cfg, save_to=tree, show=bool(extras.get("print_config", False)))
+
+
+def print_config_tree(
+    cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = False, show: bool = True
+) -> None:
+    """Save the composed config as YAML, and with ``show`` print it as a rich tree (top-level groups
+    first): ``extras.print_config`` (off by default: a run's console is for its progress)."""
+    if save_to is not None:
+        Path(save_to).write_text(OmegaConf.to_yaml(cfg, resolve=resolve))
+    if not show:
+        return
     import rich
     import rich.syntax
     import rich.tree
@@ -123,8 +146,6 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolv
         text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig) else str(value)
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
-    if save_to is not None:
-        Path(save_to).write_text(OmegaConf.to_yaml(cfg, resolve=resolve))
 
 
 def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:

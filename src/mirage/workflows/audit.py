@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from mirage.probes.base import AuditTarget, Probe, ProbeVariant
 from mirage.utils.hashing import stable_hash
 from mirage.utils.hydra import task_wrapper
+from mirage.utils.locks import claimed
 from mirage.workflows.configs import compose
 from mirage.workflows.workers import pinned_threads
 
@@ -94,11 +95,12 @@ def evaluate_variant(
         target.work_dir / "eval" / f"{_slug(variant.label)}-{stable_hash(cases_fingerprint(eval_cfg))[:10]}"
     )
     done = out_dir / "metrics.json"
-    if done.exists():
-        log.info("%s / %s: reusing %s", target.name, variant.label, out_dir)
-        return json.loads(done.read_text()), out_dir
-    OmegaConf.update(eval_cfg, "paths.output_dir", str(out_dir))
-    metrics, objects = evaluate(eval_cfg)
+    with claimed(out_dir, f"{target.name} / {variant.label}"):
+        if done.exists():
+            log.info("%s / %s: reusing %s", target.name, variant.label, out_dir)
+            return json.loads(done.read_text()), out_dir
+        OmegaConf.update(eval_cfg, "paths.output_dir", str(out_dir))
+        metrics, objects = evaluate(eval_cfg)
     if metrics.get("failed"):
         raise RuntimeError(f"evaluation of {target.name} / {variant.label} failed: {metrics.get('error')}")
     return objects["results"], out_dir

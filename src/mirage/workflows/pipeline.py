@@ -95,7 +95,9 @@ def pipeline(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     unknown = [m for m in models if m not in stages]
     if unknown:
         raise KeyError(f"evaluation.models names {unknown}, which are not stages; stages: {order}")
-    workers = Workers(int(cfg.get("jobs") or 1))
+    workers = Workers(
+        int(cfg.get("jobs") or 1), quiet=bool((cfg.get("extras") or {}).get("ignore_warnings", True))
+    )
     alone = trunk(stages)
     stage_dirs: dict[str, Path] = {}
     tasks = []

@@ -51,8 +51,7 @@ class DeferredRunFolder:
             (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
             (hydra_dir / "hydra.yaml").write_text(OmegaConf.to_yaml(HydraConfig.instance().cfg))
             (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(hydra_cfg.overrides.task))
-        if self.cfg.get("extras", {}).get("print_config", True):
-            (output_dir / "config_tree.yaml").write_text(OmegaConf.to_yaml(self.cfg))
+        (output_dir / "config_tree.yaml").write_text(OmegaConf.to_yaml(self.cfg))
         job_logging = hydra_cfg.job_logging
         handlers = list(job_logging.get("root", {}).get("handlers") or [])
         file_spec = job_logging.get("handlers", {}).get("file")

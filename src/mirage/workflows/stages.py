@@ -25,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mirage.utils.hashing import stable_hash
+from mirage.utils.locks import claimed
 from mirage.workflows.configs import compose
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,13 @@ def stage_config(
 
 
 def run_stage(name: str, cfg: DictConfig, stage_dir: Path) -> Path:
-    """Train one stage into ``stage_dir`` unless it is there already; resumes an interrupted run."""
+    """Train one stage into ``stage_dir`` unless it is there already; resumes an interrupted run. A run
+    that finds another building the same stage waits for it, then reuses it."""
+    with claimed(stage_dir, f"stage {name}"):
+        return _run_stage(name, cfg, stage_dir)
+
+
+def _run_stage(name: str, cfg: DictConfig, stage_dir: Path) -> Path:
     from mirage.workflows.training import train
 
     if (stage_dir / "hf" / EXPORT_MARKER).exists():
@@ -121,11 +128,12 @@ def run_evaluation(model_name: str, stage_dir: Path, overrides: list[str], seed:
     cfg = compose("eval", overrides)
     out_dir = stage_dir / f"eval-{stable_hash(cases_fingerprint(cfg))[:10]}"
     done = out_dir / "metrics.json"
-    if done.exists():
-        log.info("model %s: reusing evaluation %s", model_name, out_dir)
-        return json.loads(done.read_text())
-    OmegaConf.update(cfg, "paths.output_dir", str(out_dir))
-    metrics, objects = evaluate(cfg)
+    with claimed(out_dir, f"evaluation of {model_name}"):
+        if done.exists():
+            log.info("model %s: reusing evaluation %s", model_name, out_dir)
+            return json.loads(done.read_text())
+        OmegaConf.update(cfg, "paths.output_dir", str(out_dir))
+        metrics, objects = evaluate(cfg)
     if metrics.get("failed"):
         raise RuntimeError(f"evaluation of {model_name} failed: {metrics.get('error')}")
     return objects["results"]

@@ -37,7 +37,8 @@ def pinned_threads() -> int | None:
     return _pinned
 
 
-def _init_worker(log_files: list[str], searchpath: list[str], level: int) -> None:
+def _init_worker(log_files: list[str], searchpath: list[str], level: int, quiet: bool) -> None:
+    from mirage.utils.quiet import quiet_third_party
     from mirage.workflows.configs import register_resolvers, set_searchpath
 
     root = logging.getLogger()
@@ -51,6 +52,7 @@ def _init_worker(log_files: list[str], searchpath: list[str], level: int) -> Non
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the worker's whole life)
     set_searchpath(searchpath)  # the user's config folders (hydra.searchpath), as in the parent's Hydra app
     register_resolvers()
+    quiet_third_party(quiet)  # as the parent's extras.ignore_warnings
 
 
 def _run(threads: int, fn: Callable[..., Any], args: tuple) -> Any:
@@ -68,10 +70,11 @@ def _run(threads: int, fn: Callable[..., Any], args: tuple) -> Any:
 class Workers:
     """``submit(fn, *args, threads=n)`` -> a Future; ``jobs=1`` runs ``fn`` at once, in this process."""
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, quiet: bool = True) -> None:
         if int(jobs) < 1:
             raise ValueError(f"jobs={jobs}: give at least 1 (worker processes running tasks at once)")
         self.jobs = int(jobs)
+        self.quiet = quiet
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> Workers:
@@ -83,7 +86,7 @@ class Workers:
                 max_workers=self.jobs,
                 mp_context=get_context("spawn"),  # no forked torch thread pools or Hydra state
                 initializer=_init_worker,
-                initargs=(files, _parent_searchpath(), logging.getLogger().getEffectiveLevel()),
+                initargs=(files, _parent_searchpath(), logging.getLogger().getEffectiveLevel(), self.quiet),
             )
         return self
 

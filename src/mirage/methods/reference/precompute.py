@@ -24,6 +24,7 @@ from mirage.data.collate import batch_view
 from mirage.methods.reference.live import AdaptersOff, ReferenceNeed, ReferenceStrategy, Untrained
 from mirage.models.families import unwrap_peft
 from mirage.utils.hashing import stable_hash
+from mirage.utils.locks import claimed
 
 if TYPE_CHECKING:
     from mirage.methods.base import MethodModule
@@ -89,9 +90,13 @@ class Precompute(ReferenceStrategy):
         self.cache_dir = self.cache_root / stable_hash(key)[:16]
         trainer = method.trainer
         if trainer.is_global_zero:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            (self.cache_dir / "key.json").write_text(json.dumps(key, indent=1, default=str))
-            self._fill(method)
+            # Two runs on one cache: the second waits, then finds every row it needs and scores none.
+            with claimed(self.cache_dir, "reference cache"):
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                tmp = self.cache_dir / f".key.json.{os.getpid()}.tmp"
+                tmp.write_text(json.dumps(key, indent=1, default=str))
+                os.replace(tmp, self.cache_dir / "key.json")
+                self._fill(method)
         trainer.strategy.barrier("mirage-reference-cache")
         self._nll = self._load_nll()
 
