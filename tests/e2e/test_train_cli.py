@@ -60,7 +60,10 @@ def test_multirun_grid_gets_separate_dirs_and_survives_a_failing_job(tmp_path, c
             f"hydra.sweep.dir={sweep}",
         ],
         cache_dir,
+        check=False,
     )
+    assert result.returncode == 1  # every job ran, then the sweep says that two failed
+    assert "2 job(s) of the sweep failed" in result.stdout + result.stderr
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"], result.stdout[-2000:]
     for job in jobs:
