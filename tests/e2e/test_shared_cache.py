@@ -20,7 +20,7 @@ def _pipeline(cache_dir, tmp_path, run_name):
         "+stages.sft={overrides:['experiment=sft_tiny','trainer.max_steps=400','trainer.max_epochs=-1',"
         "'callbacks.rich_progress_bar=null','trainer.limit_val_batches=0']}",
         "evaluation.models=[sft]",
-        "evaluation.overrides=[experiment=mirage_eval_tiny]",
+        "evaluation.overrides=['experiment=mirage_eval_tiny']",
         f"stage_cache_dir={tmp_path}/stages",
         f"hydra.run.dir={tmp_path}/{run_name}",
     )
@@ -54,9 +54,10 @@ def test_two_pipelines_on_one_cache_build_each_stage_once(cache_dir, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     logs = err + out + second.stderr + second.stdout
     assert logs.count("stage sft: training in") == 1  # trained once, by the first run
-    assert "another run is building" in second.stderr  # the second waited for it...
-    assert "stage sft: reusing" in second.stderr  # ...then reused it
-    assert second.stderr.count("reusing evaluation") == 1  # and the evaluation the first one wrote
+    said = second.stdout + second.stderr  # Hydra's console log goes to stdout
+    assert "another run is building" in said  # the second waited for it...
+    assert "stage sft: reusing" in said  # ...then reused it
+    assert said.count("reusing evaluation") == 1  # and the evaluation the first one wrote
     stages = [json.loads((tmp_path / run / "stages.json").read_text()) for run in ("first", "second")]
     assert stages[0] == stages[1]
     reports = [json.loads((tmp_path / run / "report.json").read_text()) for run in ("first", "second")]
